@@ -1,0 +1,58 @@
+"""Pure image helpers shared by trainer, sampler and client (numpy and Pillow only, no TensorFlow)."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def latents_for_seed(seed: int, count: int, latent_dim: int) -> np.ndarray:
+    """The latent vectors for a seed: row i depends only on (seed, i), so a prefix of a larger request
+    gets the same vectors."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return rng.standard_normal((count, latent_dim), dtype=np.float32)
+
+
+def to_uint8(images: np.ndarray, output_range: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:
+    """Maps generator output in `output_range` (tanh: -1..1, sigmoid: 0..1) to uint8 pixels."""
+    low, high = float(output_range[0]), float(output_range[1])
+    scaled = (np.asarray(images, dtype=np.float32) - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """An HxWxC uint8 array (C = 1 or 3) as a Pillow image."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(image[:, :, 0]))
+    return Image.fromarray(np.ascontiguousarray(image))
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes to an HxWxC uint8 array."""
+    with Image.open(io.BytesIO(data)) as image:
+        array = np.asarray(image)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def tile_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Lays NxHxWxC uint8 images out in a grid (as the seeds' save_imgs does with subplots)."""
+    count, height, width, channels = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.zeros((rows * (height + padding) + padding, columns * (width + padding) + padding, channels),
+                    dtype=np.uint8)
+    for index in range(count):
+        row, col = divmod(index, columns)
+        top, left = padding + row * (height + padding), padding + col * (width + padding)
+        grid[top:top + height, left:left + width] = images[index]
+    return grid

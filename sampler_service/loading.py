@@ -1,0 +1,96 @@
+"""Loads one published version into a callable generator and checks it with a warm-up pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from gan_common import images as image_utils
+from gan_common import store as store_layout
+
+logger = logging.getLogger(__name__)
+
+
+class LoadError(Exception):
+    """A version folder that cannot be served: unreadable, not a generator, or the wrong shape."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    version: int
+    metadata: store_layout.ModelMetadata
+    image_shape: tuple[int, int, int]
+    forward: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.metadata.latent_dim
+
+    def generate(self, latents: np.ndarray) -> np.ndarray:
+        """uint8 images (N, H, W, C) for float32 latents (N, latent_dim)."""
+        return image_utils.to_uint8(self.forward(latents), self.metadata.output_range)
+
+
+def _saved_model_forward(path: Path, latent_dim: int) -> Callable[[np.ndarray], np.ndarray]:
+    loaded = tf.saved_model.load(str(path))
+    if hasattr(loaded, "serve"):  # keras Model.export()
+        endpoint = loaded.serve
+    elif "serving_default" in loaded.signatures:  # tf.saved_model.save()
+        signature = loaded.signatures["serving_default"]
+        (input_name,) = signature.structured_input_signature[1].keys()
+
+        def endpoint(latents: tf.Tensor) -> tf.Tensor:
+            outputs = signature(**{input_name: latents})
+            return next(iter(outputs.values()))
+    else:
+        raise LoadError(f"{path} has neither a 'serve' endpoint nor a 'serving_default' signature")
+
+    def forward(latents: np.ndarray) -> np.ndarray:
+        return np.asarray(endpoint(tf.constant(latents, dtype=tf.float32)))
+
+    forward.keep_alive = loaded  # type: ignore[attr-defined]  # the endpoint needs its object alive
+    return forward
+
+
+def _keras_forward(path: Path, latent_dim: int) -> Callable[[np.ndarray], np.ndarray]:
+    import keras
+
+    model = keras.saving.load_model(str(path), compile=False)
+    call = tf.function(lambda latents: model(latents, training=False),
+                       input_signature=[tf.TensorSpec([None, latent_dim], tf.float32)])
+
+    def forward(latents: np.ndarray) -> np.ndarray:
+        return np.asarray(call(tf.constant(latents, dtype=tf.float32)))
+
+    forward.keep_alive = model  # type: ignore[attr-defined]
+    return forward
+
+
+def load_version(store: Path, version: int) -> LoadedModel:
+    """Reads metadata, loads the artifact and runs one warm-up image through it."""
+    try:
+        metadata = store_layout.read_metadata(store, version)
+    except store_layout.MetadataError as error:
+        raise LoadError(str(error)) from None
+    path = store_layout.version_dir(store, version) / metadata.artifact_path
+    if not path.exists():
+        raise LoadError(f"the artifact {path} named in metadata.json does not exist")
+    loader = _saved_model_forward if metadata.artifact_format == "saved_model" else _keras_forward
+    try:
+        forward = loader(path, metadata.latent_dim)
+        warm = forward(image_utils.latents_for_seed(0, 2, metadata.latent_dim))
+    except LoadError:
+        raise
+    except Exception as error:  # TensorFlow raises many types for a broken file; all mean "cannot serve"
+        raise LoadError(f"cannot load {path}: {type(error).__name__}: {str(error).splitlines()[0][:300]}") from None
+    if warm.ndim != 4 or warm.shape[0] != 2 or warm.shape[-1] not in (1, 3):
+        raise LoadError(f"{path} maps a latent to shape {warm.shape[1:]}, not an image (H, W, 1 or 3)")
+    image_shape = tuple(int(x) for x in warm.shape[1:])
+    if metadata.image_shape is not None and tuple(metadata.image_shape) != image_shape:
+        raise LoadError(f"{path} makes images of shape {image_shape}, metadata.json says {metadata.image_shape}")
+    return LoadedModel(version, metadata, image_shape, forward)  # type: ignore[arg-type]

@@ -1,0 +1,71 @@
+"""Publishes generator versions into the store: written aside, flushed, then renamed into place."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from gan_common import images as image_utils
+from gan_common import store as store_layout
+
+logger = logging.getLogger(__name__)
+
+GRID_SEED = 0  # every version's sample grid uses the same latents, so grids compare across versions
+
+
+def sample_grid(generator: keras.Model, latent_dim: int, grid_size: int,
+                output_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """The seeds' save_imgs: a grid_size x grid_size tiling of images from fixed latents."""
+    latents = image_utils.latents_for_seed(GRID_SEED, grid_size * grid_size, latent_dim)
+    generated = np.asarray(generator(latents, training=False))
+    return image_utils.tile_grid(image_utils.to_uint8(generated, output_range), columns=grid_size)
+
+
+def remove_stale_temporaries(store: Path) -> None:
+    """Deletes half-written versions left by a publisher that died mid-write."""
+    root = store_layout.models_dir(store)
+    if root.is_dir():
+        for entry in root.glob(store_layout.TEMP_PREFIX + "*"):
+            logger.warning("removing unfinished publish %s", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def publish_version(store: Path, version: int, generator: keras.Model, metadata: store_layout.ModelMetadata,
+                    grid_size: int) -> Path:
+    """Writes `generator` as store/models/<version>/ and returns that folder.
+
+    A version is immutable: if the folder exists already (a resumed run reaching the same step), it is
+    kept as it is.
+    """
+    final_dir = store_layout.version_dir(store, version)
+    if final_dir.exists():
+        logger.info("version %d is already published; keeping it", version)
+        return final_dir
+    root = store_layout.models_dir(store)
+    root.mkdir(parents=True, exist_ok=True)
+    temp_dir = root / f"{store_layout.TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        temp_dir.mkdir()
+        generator.export(str(temp_dir / metadata.artifact_path), format="tf_saved_model", verbose=False)
+        grid = sample_grid(generator, metadata.latent_dim, grid_size, metadata.output_range)
+        (temp_dir / store_layout.SAMPLE_GRID_FILE).write_bytes(image_utils.encode_png(grid))
+        (temp_dir / store_layout.METADATA_FILE).write_text(metadata.to_json())
+        store_layout.fsync_tree(temp_dir)
+        os.rename(temp_dir, final_dir)  # atomic on one file system: readers see all or nothing
+        store_layout.fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    logger.info("published version %d to %s", version, final_dir)
+    return final_dir
+
+
+def utc_now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
