@@ -56,9 +56,9 @@ def _flag_value(text: str, kind: type, nullable: bool, flag: str) -> Any:
         raise argparse.ArgumentTypeError(str(error).removeprefix(f"{flag}: ")) from None
 
 
-def build_parser(cls: type, env_prefix: str, description: str) -> argparse.ArgumentParser:
+def build_parser(cls: type, env_prefix: str, description: str, prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
@@ -78,10 +78,10 @@ def build_parser(cls: type, env_prefix: str, description: str) -> argparse.Argum
 
 
 def parse_config(cls: type[ConfigT], argv: Sequence[str] | None, env_prefix: str, description: str,
-                 environ: typing.Mapping[str, str] | None = None) -> ConfigT:
+                 environ: typing.Mapping[str, str] | None = None, prog: str | None = None) -> ConfigT:
     """Builds `cls` from flags, then environment variables, then defaults; raises ConfigError."""
     environ = os.environ if environ is None else environ
-    parser = build_parser(cls, env_prefix, description)
+    parser = build_parser(cls, env_prefix, description, prog)
     flags = vars(parser.parse_args(argv))
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import grpc  # noqa: E402
 import pytest  # noqa: E402
+
+from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -42,3 +46,38 @@ def publish_tiny_generator(store: Path, version: int, architecture: str = "dcgan
                              model_version=version, training_step=version, image_shape=(28, 28, 1),
                              dataset="test", architecture=architecture, published_at=utc_now_iso())
     return publish_version(store, version, generator, metadata, grid_size=2)
+
+
+@pytest.fixture
+def start_sampler(tmp_path):
+    """Starts real sampler servers on free loopback ports; yields a factory, stops them afterwards."""
+    from sampler_service.config import SamplerConfig
+    from sampler_service.server import SamplerServer
+
+    servers = []
+
+    def start(store=tmp_path, **overrides):
+        config = SamplerConfig(store=str(store), port=0, poll_seconds=0.2, retry_failed_seconds=0.5,
+                               **overrides).validate()
+        server = SamplerServer(config)
+        server.start()
+        servers.append(server)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        return server, sampler_pb2_grpc.SamplerStub(channel)
+
+    yield start
+    for server in servers:
+        server.stop(grace=1)
+
+
+def wait_for_version(stub: sampler_pb2_grpc.SamplerStub, version: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info = stub.GetModelInfo(sampler_pb2.GetModelInfoRequest(), timeout=5).info
+            if info.model_version == version:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the sampler did not serve version {version} within {timeout}s")

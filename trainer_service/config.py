@@ -80,5 +80,6 @@ class TrainerConfig:
 
 def load_config(argv: Sequence[str] | None = None) -> TrainerConfig:
     config = parse_config(TrainerConfig, argv, ENV_PREFIX,
-                          "Trains a GAN, checkpoints it and publishes generator versions for serving.")
+                          "Trains a GAN, checkpoints it and publishes generator versions for serving.",
+                          prog="python -m trainer_service")
     return config.validate()
