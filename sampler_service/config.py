@@ -33,5 +33,6 @@ class SamplerConfig:
 
 def load_config(argv: Sequence[str] | None = None) -> SamplerConfig:
     config = parse_config(SamplerConfig, argv, ENV_PREFIX,
-                          "Serves images from the newest published generator over gRPC.")
+                          "Serves images from the newest published generator over gRPC.",
+                          prog="python -m sampler_service")
     return config.validate()
