@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--count", type=int, default=16, help="number of images (%(default)s)")
     generate.add_argument("--seed", type=int, help="latent seed: same seed and version, same images")
     generate.add_argument("--version", type=int, help="a published model version (default: newest)")
+    generate.add_argument("--label", help="class-conditional models: a class index or name, e.g. sneaker")
     out = generate.add_mutually_exclusive_group()
     out.add_argument("--out", type=Path, help="write one grid PNG here (default grid.png)")
     out.add_argument("--out-dir", type=Path, help="write one PNG per image into this folder")
@@ -44,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.count <= 0:
             raise SystemExit("error: --count must be at least 1")
         with SamplerClient(args.target, args.timeout) as sampler:
-            result = sampler.generate(args.count, seed=args.seed, version=args.version)
+            label = int(args.label) if args.label is not None and args.label.isdigit() else args.label
+            result = sampler.generate(args.count, seed=args.seed, version=args.version, label=label)
         if args.out_dir:
             args.out_dir.mkdir(parents=True, exist_ok=True)
             for index, data in enumerate(result.encoded):

@@ -26,6 +26,7 @@ class GenerateResult:
     model_version: int
     seed: int
     encoded: list[bytes]  # the bytes as sent (PNG files or raw pixels)
+    class_indices: list[int] = dataclasses.field(default_factory=list)  # conditional models only
 
     def grid(self) -> Image.Image:
         """All images tiled into one picture."""
@@ -45,6 +46,8 @@ class ModelInfo:
     published_at: str
     available_versions: list[int]
     metadata: dict
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    conditional: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +102,9 @@ class SamplerClient(_Stub):
         self._stub = sampler_pb2_grpc.SamplerStub(self._channel)
 
     def generate(self, count: int, seed: int | None = None, version: int | None = None,
-                 image_format: str = "png", as_numpy: bool = False, timeout: float | None = None) -> GenerateResult:
+                 image_format: str = "png", as_numpy: bool = False, timeout: float | None = None,
+                 label: int | str | None = None) -> GenerateResult:
+        """`label` (conditional models): a class index or name such as "sneaker"."""
         if image_format not in FORMATS:
             raise ValueError(f"image_format must be one of {', '.join(FORMATS)}, not {image_format!r}")
         request = sampler_pb2.GenerateRequest(count=count, format=FORMATS[image_format])
@@ -107,6 +112,10 @@ class SamplerClient(_Stub):
             request.seed = seed
         if version is not None:
             request.model_version = version
+        if isinstance(label, int):
+            request.class_index = label
+        elif label is not None:
+            request.class_name = label
         response = self._call(self._stub.Generate, request, timeout)
         shape = (response.height, response.width, response.channels)
         if response.format == sampler_pb2.IMAGE_FORMAT_RAW_UINT8:
@@ -114,7 +123,8 @@ class SamplerClient(_Stub):
         else:
             arrays = [image_utils.decode_png(data) for data in response.images]
         images = arrays if as_numpy else [image_utils.to_pil(array) for array in arrays]
-        return GenerateResult(images, response.model_version, response.seed, list(response.images))
+        return GenerateResult(images, response.model_version, response.seed, list(response.images),
+                              list(response.class_indices))
 
     def info(self, version: int | None = None, timeout: float | None = None) -> ModelInfo:
         request = sampler_pb2.GetModelInfoRequest()
@@ -127,7 +137,8 @@ class SamplerClient(_Stub):
             dataset=info.dataset, architecture=info.architecture,
             published_at=info.published_at.ToJsonString() if info.HasField("published_at") else "",
             available_versions=list(info.available_versions),
-            metadata=json.loads(info.metadata_json) if info.metadata_json else {})
+            metadata=json.loads(info.metadata_json) if info.metadata_json else {},
+            class_names=list(info.class_names), conditional=info.conditional)
 
 
 def _status_from_proto(progress: trainer_pb2.TrainingProgress, **extra: str) -> TrainerStatus:

@@ -17,6 +17,12 @@ def latents_for_seed(seed: int, count: int, latent_dim: int) -> np.ndarray:
     return rng.standard_normal((count, latent_dim), dtype=np.float32)
 
 
+def labels_for_seed(seed: int, count: int, num_classes: int) -> np.ndarray:
+    """Classes for a conditional request that names none: drawn from the seed, apart from the latents."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))
+    return rng.integers(0, num_classes, count, dtype=np.int32)
+
+
 def to_uint8(images: np.ndarray, output_range: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:
     """Maps generator output in `output_range` (tanh: -1..1, sigmoid: 0..1) to uint8 pixels."""
     low, high = float(output_range[0]), float(output_range[1])

@@ -44,6 +44,8 @@ class ModelMetadata:
     dataset: str = ""
     architecture: str = ""
     published_at: str = ""  # ISO 8601, UTC
+    num_classes: int = 0  # > 0: a class-conditional generator, called with [latents, int32 labels]
+    class_names: tuple[str, ...] = ()
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -77,6 +79,11 @@ class ModelMetadata:
         if values.get("image_shape") is not None:
             values["image_shape"] = tuple(int(x) for x in values["image_shape"])
         values["output_range"] = tuple(float(x) for x in values.get("output_range", (-1.0, 1.0)))
+        values["class_names"] = tuple(str(x) for x in values.get("class_names", ()))
+        if not isinstance(values.get("num_classes", 0), int) or values.get("num_classes", 0) < 0:
+            raise MetadataError(f"num_classes must be a non-negative integer, not {values['num_classes']!r}")
+        if values.get("num_classes") and values["class_names"] and len(values["class_names"]) != values["num_classes"]:
+            raise MetadataError(f"class_names has {len(values['class_names'])} names for {values['num_classes']} classes")
         values["model_version"] = version
         values.setdefault("training_step", version)
         return cls(**values)

@@ -25,47 +25,58 @@ class LoadedModel:
     version: int
     metadata: store_layout.ModelMetadata
     image_shape: tuple[int, int, int]
-    forward: Callable[[np.ndarray], np.ndarray]
+    forward: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
     @property
     def latent_dim(self) -> int:
         return self.metadata.latent_dim
 
-    def generate(self, latents: np.ndarray) -> np.ndarray:
-        """uint8 images (N, H, W, C) for float32 latents (N, latent_dim)."""
-        return image_utils.to_uint8(self.forward(latents), self.metadata.output_range)
+    def generate(self, latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """uint8 images (N, H, W, C) for float32 latents (N, latent_dim) and, for a class-conditional
+        model, int32 labels (N,)."""
+        return image_utils.to_uint8(self.forward(latents, labels), self.metadata.output_range)
 
 
-def _saved_model_forward(path: Path, latent_dim: int) -> Callable[[np.ndarray], np.ndarray]:
+Forward = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+def _inputs(latents: np.ndarray, labels: np.ndarray | None) -> tf.Tensor | list[tf.Tensor]:
+    z = tf.constant(latents, dtype=tf.float32)
+    return z if labels is None else [z, tf.constant(labels, dtype=tf.int32)]
+
+
+def _saved_model_forward(path: Path, latent_dim: int) -> Forward:
     loaded = tf.saved_model.load(str(path))
     if hasattr(loaded, "serve"):  # keras Model.export()
         endpoint = loaded.serve
     elif "serving_default" in loaded.signatures:  # tf.saved_model.save()
         signature = loaded.signatures["serving_default"]
-        (input_name,) = signature.structured_input_signature[1].keys()
+        specs = signature.structured_input_signature[1]
+        label_names = [name for name, spec in specs.items() if spec.dtype.is_integer]
+        latent_names = [name for name in specs if name not in label_names]
 
-        def endpoint(latents: tf.Tensor) -> tf.Tensor:
-            outputs = signature(**{input_name: latents})
-            return next(iter(outputs.values()))
+        def endpoint(inputs: tf.Tensor | list[tf.Tensor]) -> tf.Tensor:
+            named = {latent_names[0]: inputs} if not isinstance(inputs, list) else {
+                latent_names[0]: inputs[0], label_names[0]: inputs[1]}
+            return next(iter(signature(**named).values()))
     else:
         raise LoadError(f"{path} has neither a 'serve' endpoint nor a 'serving_default' signature")
 
-    def forward(latents: np.ndarray) -> np.ndarray:
-        return np.asarray(endpoint(tf.constant(latents, dtype=tf.float32)))
+    def forward(latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(endpoint(_inputs(latents, labels)))
 
     forward.keep_alive = loaded  # type: ignore[attr-defined]  # the endpoint needs its object alive
     return forward
 
 
-def _keras_forward(path: Path, latent_dim: int) -> Callable[[np.ndarray], np.ndarray]:
+def _keras_forward(path: Path, latent_dim: int) -> Forward:
     import keras
 
     model = keras.saving.load_model(str(path), compile=False)
-    call = tf.function(lambda latents: model(latents, training=False),
-                       input_signature=[tf.TensorSpec([None, latent_dim], tf.float32)])
+    call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
 
-    def forward(latents: np.ndarray) -> np.ndarray:
-        return np.asarray(call(tf.constant(latents, dtype=tf.float32)))
+    def forward(latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(call(_inputs(latents, labels)))
 
     forward.keep_alive = model  # type: ignore[attr-defined]
     return forward
@@ -83,7 +94,8 @@ def load_version(store: Path, version: int) -> LoadedModel:
     loader = _saved_model_forward if metadata.artifact_format == "saved_model" else _keras_forward
     try:
         forward = loader(path, metadata.latent_dim)
-        warm = forward(image_utils.latents_for_seed(0, 2, metadata.latent_dim))
+        warm_labels = np.zeros(2, np.int32) if metadata.num_classes else None
+        warm = forward(image_utils.latents_for_seed(0, 2, metadata.latent_dim), warm_labels)
     except LoadError:
         raise
     except Exception as error:  # TensorFlow raises many types for a broken file; all mean "cannot serve"

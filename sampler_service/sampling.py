@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from typing import Sequence
 
 import grpc
 import numpy as np
@@ -60,6 +61,31 @@ def validate_generate(request: sampler_pb2.GenerateRequest, max_count: int) -> G
     seed = request.seed if request.HasField("seed") else draw_seed()
     version = validate_version(request.HasField("model_version"), request.model_version)
     return GenerateParams(request.count, seed, version, image_format)
+
+
+def resolve_labels(request: sampler_pb2.GenerateRequest, params: GenerateParams, model_version: int,
+                   num_classes: int, class_names: Sequence[str]) -> np.ndarray | None:
+    """The class of each image: the requested one, one drawn from the seed, or None (unconditional)."""
+    which = request.WhichOneof("label")
+    if which is None:
+        return image_utils.labels_for_seed(params.seed, params.count, num_classes) if num_classes else None
+    if not num_classes:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"model version {model_version} is not class-conditional; omit the class label")
+    known = ", ".join(f"{i} ({name})" for i, name in enumerate(class_names)) or f"0..{num_classes - 1}"
+    if which == "class_index":
+        index = request.class_index
+        if not 0 <= index < num_classes:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"class index {index} is out of range; model version {model_version} knows {known}")
+    else:
+        wanted = request.class_name.strip().lower()
+        matches = [i for i, name in enumerate(class_names) if name.lower() == wanted]
+        if not matches:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"unknown class {request.class_name!r}; model version {model_version} knows {known}")
+        index = matches[0]
+    return np.full(params.count, index, dtype=np.int32)
 
 
 def encode_images(pixels: np.ndarray, image_format: int) -> list[bytes]:

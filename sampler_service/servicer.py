@@ -43,15 +43,18 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
         try:
             params = sampling.validate_generate(request, self._max_count)
             model = self._resolve(params.version)
+            labels = sampling.resolve_labels(request, params, model.version, model.metadata.num_classes,
+                                             model.metadata.class_names)
         except sampling.RequestError as error:
             context.abort(error.code, error.message)
         latents = image_utils.latents_for_seed(params.seed, params.count, model.latent_dim)
-        pixels = model.generate(latents)
+        pixels = model.generate(latents, labels)
         height, width, channels = model.image_shape
         logger.debug("generated %d images with version %d, seed %d", params.count, model.version, params.seed)
         return sampler_pb2.GenerateResponse(
             images=sampling.encode_images(pixels, params.image_format), model_version=model.version,
-            seed=params.seed, format=params.image_format, height=height, width=width, channels=channels)
+            seed=params.seed, format=params.image_format, height=height, width=width, channels=channels,
+            class_indices=[] if labels is None else labels.tolist())
 
     def GetModelInfo(self, request: sampler_pb2.GetModelInfoRequest, context: grpc.ServicerContext
                      ) -> sampler_pb2.GetModelInfoResponse:
@@ -66,7 +69,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
             model_version=model.version, training_step=meta.training_step, height=height, width=width,
             channels=channels, latent_dim=meta.latent_dim, dataset=meta.dataset,
             architecture=meta.architecture, available_versions=self._registry.available_versions(),
-            metadata_json=meta.to_json())
+            metadata_json=meta.to_json(), class_names=list(meta.class_names), conditional=meta.num_classes > 0)
         if meta.published_at:
             info.published_at.FromJsonString(meta.published_at.replace("+00:00", "Z"))
         return sampler_pb2.GetModelInfoResponse(info=info)

@@ -1,7 +1,7 @@
 """The adversarial training step of the seed tutorials, as one tf.function per step. No I/O here.
 
 `GanTraining` holds everything a checkpoint must restore for an exact resume: both networks, both
-optimizers, the noise generator's state, the step counter and the data-order seed.
+optimizers, the EMA generator, the noise generator's state, the step counter and the data-order seed.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ _bce_logits = keras.losses.BinaryCrossentropy(from_logits=True)
 _bce_probabilities = keras.losses.BinaryCrossentropy(from_logits=False)
 
 
-def discriminator_loss(real_output: tf.Tensor, fake_output: tf.Tensor, from_logits: bool = True) -> tf.Tensor:
-    """Seeds 003/004: BCE of real against ones plus BCE of fake against zeros."""
+def discriminator_loss(real_output: tf.Tensor, fake_output: tf.Tensor, from_logits: bool = True,
+                       real_target: float = 1.0) -> tf.Tensor:
+    """Seeds 003/004: BCE of real against ones plus BCE of fake against zeros. A real_target below 1 is
+    one-sided label smoothing: it keeps D from growing overconfident on real images."""
     bce = _bce_logits if from_logits else _bce_probabilities
-    return bce(tf.ones_like(real_output), real_output) + bce(tf.zeros_like(fake_output), fake_output)
+    return (bce(tf.fill(tf.shape(real_output), real_target), real_output)
+            + bce(tf.zeros_like(fake_output), fake_output))
 
 
 def generator_loss(fake_output: tf.Tensor, from_logits: bool = True) -> tf.Tensor:
@@ -30,13 +33,21 @@ def generator_loss(fake_output: tf.Tensor, from_logits: bool = True) -> tf.Tenso
 class GanTraining(tf.Module):
     def __init__(self, generator: keras.Model, discriminator: keras.Model, architecture: Architecture,
                  *, batch_size: int, latent_dim: int, generator_lr: float, discriminator_lr: float,
-                 beta_1: float, beta_2: float, seed: int) -> None:
+                 beta_1: float, beta_2: float, seed: int, label_smoothing: float = 0.0,
+                 ema_decay: float = 0.0, num_classes: int = 0) -> None:
         super().__init__(name="gan_training")
         self.generator = generator
         self.discriminator = discriminator
         self.architecture = architecture
         self.batch_size = batch_size
         self.latent_dim = latent_dim
+        self.num_classes = num_classes  # 0: unconditional
+        self.real_target = 1.0 - label_smoothing
+        self.ema_decay = ema_decay
+        self.ema_generator = None
+        if ema_decay > 0:
+            self.ema_generator = keras.models.clone_model(generator)
+            self.ema_generator.set_weights(generator.get_weights())
         self.generator_optimizer = keras.optimizers.Adam(generator_lr, beta_1=beta_1, beta_2=beta_2)
         self.discriminator_optimizer = keras.optimizers.Adam(discriminator_lr, beta_1=beta_1, beta_2=beta_2)
         # Built now so that a checkpoint restores their slots instead of deferring.
@@ -48,9 +59,15 @@ class GanTraining(tf.Module):
         step = self._simultaneous_step if architecture.discriminator_outputs_logits else self._alternating_step
         self.train_step = tf.function(step, jit_compile=False, reduce_retracing=True)
 
+    @property
+    def serving_generator(self) -> keras.Model:
+        """The generator to publish: the weights' moving average when EMA is on."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
+
     def checkpoint(self) -> tf.train.Checkpoint:
+        extra = {"ema_generator": self.ema_generator} if self.ema_generator is not None else {}
         return tf.train.Checkpoint(
-            generator=self.generator, discriminator=self.discriminator,
+            **extra, generator=self.generator, discriminator=self.discriminator,
             generator_optimizer=self.generator_optimizer, discriminator_optimizer=self.discriminator_optimizer,
             noise=self.noise, step=self.step, data_seed=self.data_seed,
             dropout_rng={str(i): v for i, v in enumerate(self._seed_generator_states())})
@@ -61,21 +78,39 @@ class GanTraining(tf.Module):
         models = (self.generator, self.discriminator)
         return [v for m in models for v in m.non_trainable_variables if "seed_generator_state" in v.path]
 
+    def _update_ema(self) -> None:
+        # Warm-up as in tf.train.ExponentialMovingAverage(num_updates=step): early on the average
+        # follows the weights closely instead of dragging the random initialisation along.
+        step = tf.cast(self.step, tf.float32)
+        decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        for average, weight in zip(self.ema_generator.trainable_variables, self.generator.trainable_variables):
+            average.assign(decay * average + (1.0 - decay) * weight)
+
     def _latents(self) -> tf.Tensor:
         return self.noise.normal([self.batch_size, self.latent_dim])
 
-    def _simultaneous_step(self, real_images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Seeds 003/004: one tape per network, both updated from the same forward pass."""
+    def _conditioned(self, inputs: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor | list[tf.Tensor]:
+        return inputs if labels is None else [inputs, labels]
+
+    def _simultaneous_step(self, real_images: tf.Tensor, real_labels: tf.Tensor | None = None
+                           ) -> dict[str, tf.Tensor]:
+        """Seeds 003/004: one tape per network, both updated from the same forward pass. Conditional
+        models draw the fake images' classes uniformly."""
+        fake_labels = None
+        if self.num_classes:
+            fake_labels = self.noise.uniform([self.batch_size], 0, self.num_classes, dtype=tf.int32)
         with tf.GradientTape() as gen_tape, tf.GradientTape() as disc_tape:
-            generated = self.generator(self._latents(), training=True)
-            real_output = self.discriminator(real_images, training=True)
-            fake_output = self.discriminator(generated, training=True)
+            generated = self.generator(self._conditioned(self._latents(), fake_labels), training=True)
+            real_output = self.discriminator(self._conditioned(real_images, real_labels), training=True)
+            fake_output = self.discriminator(self._conditioned(generated, fake_labels), training=True)
             gen_loss = generator_loss(fake_output)
-            disc_loss = discriminator_loss(real_output, fake_output)
+            disc_loss = discriminator_loss(real_output, fake_output, real_target=self.real_target)
         gen_grads = gen_tape.gradient(gen_loss, self.generator.trainable_variables)
         disc_grads = disc_tape.gradient(disc_loss, self.discriminator.trainable_variables)
         self.generator_optimizer.apply_gradients(zip(gen_grads, self.generator.trainable_variables))
         self.discriminator_optimizer.apply_gradients(zip(disc_grads, self.discriminator.trainable_variables))
+        if self.ema_generator is not None:
+            self._update_ema()
         self.step.assign_add(1)
         return {"generator_loss": gen_loss, "discriminator_loss": disc_loss}
 
@@ -85,10 +120,10 @@ class GanTraining(tf.Module):
         disc_vars = self.discriminator.trainable_variables
         fake_images = self.generator(self._latents(), training=False)  # predict(): inference mode
         losses = []
-        for images, target in ((real_images, tf.ones), (fake_images, tf.zeros)):
+        for images, target in ((real_images, self.real_target), (fake_images, 0.0)):
             with tf.GradientTape() as tape:
                 output = self.discriminator(images, training=True)
-                loss = _bce_probabilities(target(tf.shape(output)), output)
+                loss = _bce_probabilities(tf.fill(tf.shape(output), target), output)
             self.discriminator_optimizer.apply_gradients(zip(tape.gradient(loss, disc_vars), disc_vars))
             losses.append(loss)
         with tf.GradientTape() as tape:
@@ -96,5 +131,30 @@ class GanTraining(tf.Module):
             gen_loss = generator_loss(fake_output, from_logits=False)
         gen_vars = self.generator.trainable_variables
         self.generator_optimizer.apply_gradients(zip(tape.gradient(gen_loss, gen_vars), gen_vars))
+        if self.ema_generator is not None:
+            self._update_ema()
         self.step.assign_add(1)
         return {"generator_loss": gen_loss, "discriminator_loss": 0.5 * (losses[0] + losses[1])}
+
+
+def recompute_batch_norm_statistics(generator: keras.Model, latent_dim: int, num_classes: int = 0,
+                                    samples: int = 2048, seed: int = 0) -> None:
+    """Sets every BatchNormalization's moving statistics to those of `samples` generated images.
+
+    Averaged weights need statistics of their own: the moving averages collected for the raw
+    generator's weights (or an average of them) do not match the averaged weights' activations and
+    make the published images worse than the raw generator's.
+    """
+    norms = [layer for layer in generator._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    latents = tf.random.stateless_normal([samples, latent_dim], seed=[seed, 0])
+    if num_classes:
+        latents = [latents, tf.random.stateless_uniform([samples], [seed, 1], 0, num_classes, dtype=tf.int32)]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0  # moving statistics := this batch's statistics
+        generator(latents, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum

@@ -1,7 +1,10 @@
 """Pure model builders: the generator/discriminator pairs of the seed tutorials. No I/O here.
 
-`dcgan` is seeds 003/004 (the TensorFlow DCGAN tutorial), `dense` is seeds 000/002 (the Keras MLP GAN).
-Both take the image shape, so they also build for other sizes (DCGAN needs a size divisible by 4).
+`dcgan` is seeds 003/004 (the TensorFlow DCGAN tutorial), `dense` is seeds 000/002 (the Keras MLP GAN),
+`resize-dcgan` is the DCGAN with each strided transposed convolution replaced by nearest-neighbour
+upsampling and a convolution, which avoids the checkerboard pattern of uneven kernel overlap
+(Odena et al., "Deconvolution and Checkerboard Artifacts", 2016). All take the image shape, so they
+also build for other sizes (the DCGANs need a size divisible by 4).
 """
 
 from __future__ import annotations
@@ -36,10 +39,30 @@ def build_dcgan_generator(latent_dim: int = 100, image_shape: ImageShape = (28, 
     ], name="generator")
 
 
-def build_dcgan_discriminator(image_shape: ImageShape = (28, 28, 1)) -> keras.Model:
-    """Outputs a logit (no activation), as in seeds 003/004."""
+def build_resize_dcgan_generator(latent_dim: int = 100, image_shape: ImageShape = (28, 28, 1)) -> keras.Model:
+    height, width, channels = image_shape
+    if height % 4 or width % 4:
+        raise ValueError(f"the DCGAN generator needs a size divisible by 4, not {height}x{width}")
     return keras.Sequential([
-        keras.Input(shape=image_shape),
+        keras.Input(shape=(latent_dim,)),
+        layers.Dense((height // 4) * (width // 4) * 256, use_bias=False),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(),
+        layers.Reshape((height // 4, width // 4, 256)),
+        layers.Conv2D(128, (5, 5), padding="same", use_bias=False),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(),
+        layers.UpSampling2D(2, interpolation="nearest"),
+        layers.Conv2D(64, (5, 5), padding="same", use_bias=False),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(),
+        layers.UpSampling2D(2, interpolation="nearest"),
+        layers.Conv2D(channels, (5, 5), padding="same", activation="tanh"),
+    ], name="generator")
+
+
+def _dcgan_discriminator_features() -> list[layers.Layer]:
+    return [
         layers.Conv2D(64, (5, 5), strides=(2, 2), padding="same"),
         layers.LeakyReLU(),
         layers.Dropout(0.3),
@@ -47,8 +70,36 @@ def build_dcgan_discriminator(image_shape: ImageShape = (28, 28, 1)) -> keras.Mo
         layers.LeakyReLU(),
         layers.Dropout(0.3),
         layers.Flatten(),
-        layers.Dense(1),
-    ], name="discriminator")
+    ]
+
+
+def build_dcgan_discriminator(image_shape: ImageShape = (28, 28, 1)) -> keras.Model:
+    """Outputs a logit (no activation), as in seeds 003/004."""
+    return keras.Sequential([keras.Input(shape=image_shape), *_dcgan_discriminator_features(), layers.Dense(1)],
+                            name="discriminator")
+
+
+def build_conditional_generator(build_body: Callable[[int, ImageShape], keras.Model], latent_dim: int,
+                                image_shape: ImageShape, num_classes: int) -> keras.Model:
+    """G(z, y): a learned embedding of the class label joins the latent vector before the body."""
+    latent = keras.Input(shape=(latent_dim,), name="latent")
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    embedded = layers.Embedding(num_classes, latent_dim, name="label_embedding")(label)
+    body = build_body(2 * latent_dim, image_shape)
+    return keras.Model([latent, label], body(layers.Concatenate()([latent, embedded])), name="generator")
+
+
+def build_projection_discriminator(image_shape: ImageShape, num_classes: int) -> keras.Model:
+    """D(x, y) = w·φ(x) + embed(y)·φ(x): the projection discriminator (Miyato & Koyama, 2018) on the
+    DCGAN discriminator's features; outputs a logit."""
+    image = keras.Input(shape=image_shape, name="image")
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    features = keras.Sequential([keras.Input(shape=image_shape), *_dcgan_discriminator_features()],
+                                name="features")(image)
+    unconditional = layers.Dense(1, name="logit")(features)
+    embedded = layers.Embedding(num_classes, features.shape[-1], name="label_projection")(label)
+    projection = layers.Dot(axes=1, name="projection")([embedded, features])
+    return keras.Model([image, label], layers.Add()([unconditional, projection]), name="discriminator")
 
 
 def build_dense_generator(latent_dim: int = 100, image_shape: ImageShape = (28, 28, 1)) -> keras.Model:
@@ -77,31 +128,29 @@ def build_dense_discriminator(image_shape: ImageShape = (28, 28, 1)) -> keras.Mo
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    """A generator/discriminator pair and the seed tutorial's training recipe for it."""
+    """A generator/discriminator pair and how its tutorial updates it."""
 
     name: str
     build_generator: Callable[[int, ImageShape], keras.Model]
     build_discriminator: Callable[[ImageShape], keras.Model]
+    # True: BCE on logits, both networks updated from one forward pass (seeds 003/004).
+    # False: sigmoid outputs, D on real, D on G.predict(z), then G through frozen D (seeds 000/002).
     discriminator_outputs_logits: bool
-    # The seed's defaults: flags override each of them.
-    latent_dim: int
-    batch_size: int
-    generator_lr: float
-    discriminator_lr: float
-    beta_1: float
-    beta_2: float
-    epochs: int | None  # the tutorial's length in epochs, or
-    iterations: int | None  # in single-batch iterations
+
+
+def build_pair(architecture: Architecture, latent_dim: int, image_shape: ImageShape,
+               num_classes: int = 0) -> tuple[keras.Model, keras.Model]:
+    """The (generator, discriminator) of an architecture; class-conditional when num_classes > 0."""
+    if num_classes == 0:
+        return architecture.build_generator(latent_dim, image_shape), architecture.build_discriminator(image_shape)
+    if not architecture.discriminator_outputs_logits:
+        raise ValueError(f"the {architecture.name} architecture has no class-conditional form; use a dcgan one")
+    return (build_conditional_generator(architecture.build_generator, latent_dim, image_shape, num_classes),
+            build_projection_discriminator(image_shape, num_classes))
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    # Seeds 003/004: Adam(1e-4) for both, BATCH_SIZE = 256, EPOCHS = 50, BCE on logits.
-    "dcgan": Architecture("dcgan", build_dcgan_generator, build_dcgan_discriminator, True,
-                          latent_dim=100, batch_size=256, generator_lr=1e-4, discriminator_lr=1e-4,
-                          beta_1=0.9, beta_2=0.999, epochs=50, iterations=None),
-    # Seeds 000/002: Adam(0.0002, 0.5) for both, train(epochs=10000, batch_size=64) where an
-    # "epoch" is one batch, BCE on sigmoid outputs.
-    "dense": Architecture("dense", build_dense_generator, build_dense_discriminator, False,
-                          latent_dim=100, batch_size=64, generator_lr=2e-4, discriminator_lr=2e-4,
-                          beta_1=0.5, beta_2=0.999, epochs=None, iterations=10000),
+    "dcgan": Architecture("dcgan", build_dcgan_generator, build_dcgan_discriminator, True),
+    "resize-dcgan": Architecture("resize-dcgan", build_resize_dcgan_generator, build_dcgan_discriminator, True),
+    "dense": Architecture("dense", build_dense_generator, build_dense_discriminator, False),
 }

@@ -14,20 +14,24 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
     return num_images // batch_size
 
 
-def training_batches(images: np.ndarray, batch_size: int, seed: int, start_step: int) -> tf.data.Dataset:
-    """Endless float32 batches in [-1, 1] (as the seeds normalise), starting at `start_step`."""
+def training_batches(images: np.ndarray, batch_size: int, seed: int, start_step: int,
+                     labels: np.ndarray | None = None) -> tf.data.Dataset:
+    """Endless float32 batches in [-1, 1] (as the seeds normalise), starting at `start_step`; with
+    `labels`, (images, int32 labels) pairs."""
     num_images = len(images)
     per_epoch = steps_per_epoch(num_images, batch_size)
     start_epoch, offset = divmod(start_step, per_epoch)
     pixels = tf.constant(images)  # uint8: a quarter of the float32 memory
+    classes = None if labels is None else tf.constant(labels, dtype=tf.int32)
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
         order = tf.random.experimental.stateless_shuffle(
             tf.range(num_images, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
 
-    def to_float(indices: tf.Tensor) -> tf.Tensor:
-        return (tf.cast(tf.gather(pixels, indices), tf.float32) - 127.5) / 127.5
+    def to_float(indices: tf.Tensor) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+        batch = (tf.cast(tf.gather(pixels, indices), tf.float32) - 127.5) / 127.5
+        return batch if classes is None else (batch, tf.gather(classes, indices))
 
     return (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
             .flat_map(epoch_batches)

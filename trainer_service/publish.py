@@ -21,10 +21,12 @@ GRID_SEED = 0  # every version's sample grid uses the same latents, so grids com
 
 
 def sample_grid(generator: keras.Model, latent_dim: int, grid_size: int,
-                output_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
-    """The seeds' save_imgs: a grid_size x grid_size tiling of images from fixed latents."""
+                output_range: tuple[float, float] = (-1.0, 1.0), num_classes: int = 0) -> np.ndarray:
+    """The seeds' save_imgs: a grid_size x grid_size tiling of images from fixed latents (for a
+    conditional generator, classes in turn)."""
     latents = image_utils.latents_for_seed(GRID_SEED, grid_size * grid_size, latent_dim)
-    generated = np.asarray(generator(latents, training=False))
+    inputs = [latents, np.arange(len(latents), dtype=np.int32) % num_classes] if num_classes else latents
+    generated = np.asarray(generator(inputs, training=False))
     return image_utils.tile_grid(image_utils.to_uint8(generated, output_range), columns=grid_size)
 
 
@@ -54,7 +56,7 @@ def publish_version(store: Path, version: int, generator: keras.Model, metadata:
     try:
         temp_dir.mkdir()
         generator.export(str(temp_dir / metadata.artifact_path), format="tf_saved_model", verbose=False)
-        grid = sample_grid(generator, metadata.latent_dim, grid_size, metadata.output_range)
+        grid = sample_grid(generator, metadata.latent_dim, grid_size, metadata.output_range, metadata.num_classes)
         (temp_dir / store_layout.SAMPLE_GRID_FILE).write_bytes(image_utils.encode_png(grid))
         (temp_dir / store_layout.METADATA_FILE).write_text(metadata.to_json())
         store_layout.fsync_tree(temp_dir)

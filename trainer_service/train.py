@@ -22,15 +22,15 @@ from gan_common.config_cli import ConfigError
 from trainer_service import publish
 from trainer_service.config import TrainerConfig
 from trainer_service.data import Dataset, load_dataset
-from trainer_service.gan import GanTraining
-from trainer_service.models import ARCHITECTURES
+from trainer_service.gan import GanTraining, recompute_batch_norm_statistics
+from trainer_service.models import ARCHITECTURES, build_pair
 from trainer_service.pipeline import training_batches
 from trainer_service.progress import ProgressTracker, TrainerState
 
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"  # what a store's checkpoints were trained as; a resume must match it
-_MODEL_DEFINING = ("architecture", "latent_dim", "image_shape")
+_MODEL_DEFINING = ("architecture", "latent_dim", "image_shape", "conditional")
 
 
 def format_duration(seconds: float) -> str:
@@ -46,7 +46,7 @@ def _check_run_matches(checkpoint_dir: Path, run: dict) -> None:
         return
     previous = json.loads(path.read_text())
     differences = [f"{key} {previous.get(key)!r} -> {run[key]!r}" for key in _MODEL_DEFINING
-                   if previous.get(key) != run[key]]
+                   if key in previous and previous[key] != run[key]]
     if differences:
         raise ConfigError(f"{checkpoint_dir} holds a run with other model settings ({'; '.join(differences)}); "
                           "use the same settings to resume, or another --store to start afresh")
@@ -62,7 +62,7 @@ class Trainer:
         self.checkpoint_dir = self.store / store_layout.CHECKPOINTS_DIR
         self.dataset: Dataset = load_dataset(config.dataset, config.image_size, limit=config.dataset_limit,
                                              allow_download=config.allow_download)
-        self.config = config.with_seed_defaults(len(self.dataset.images))
+        self.config = config.resolved(len(self.dataset.images))
         self.run_description = self._describe()
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         _check_run_matches(self.checkpoint_dir, self.run_description)
@@ -71,13 +71,20 @@ class Trainer:
         seed = self.config.seed if self.config.seed is not None else secrets.randbits(31)
         keras.utils.set_random_seed(seed)  # initial weights and dropout; a resume restores both
         self.architecture = ARCHITECTURES[self.config.architecture]
-        image_shape = self.dataset.image_shape
         cfg = self.config
+        self.num_classes = 0
+        if cfg.conditional:
+            if self.dataset.labels is None:
+                raise ConfigError(f"--conditional needs class labels, and dataset {self.dataset.name!r} has none "
+                                  "(use IDX files with labels, an .npz with labels, or one sub-folder per class)")
+            self.num_classes = int(self.dataset.labels.max()) + 1
+        self.class_names = tuple(self.dataset.class_names or (str(i) for i in range(self.num_classes)))
         self.training = GanTraining(
-            self.architecture.build_generator(cfg.latent_dim, image_shape),
-            self.architecture.build_discriminator(image_shape), self.architecture,
+            *build_pair(self.architecture, cfg.latent_dim, self.dataset.image_shape, self.num_classes),
+            self.architecture,
             batch_size=cfg.batch_size, latent_dim=cfg.latent_dim, generator_lr=cfg.generator_lr,
-            discriminator_lr=cfg.discriminator_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, seed=seed)
+            discriminator_lr=cfg.discriminator_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, seed=seed,
+            label_smoothing=cfg.label_smoothing, ema_decay=cfg.ema_decay, num_classes=self.num_classes)
         self.manager = tf.train.CheckpointManager(self.training.checkpoint(), str(self.checkpoint_dir),
                                                   max_to_keep=cfg.keep_checkpoints)
         if self.manager.latest_checkpoint:
@@ -115,10 +122,15 @@ class Trainer:
             latent_dim=self.config.latent_dim, artifact_path="saved_model", artifact_format="saved_model",
             model_version=step, training_step=step, image_shape=self.dataset.image_shape,
             output_range=(-1.0, 1.0), dataset=self.dataset.name, architecture=self.config.architecture,
-            published_at=publish.utc_now_iso(),
-            extra={"losses": losses, "class_names": list(self.dataset.class_names or []),
+            published_at=publish.utc_now_iso(), num_classes=self.num_classes,
+            class_names=self.class_names if self.num_classes else tuple(self.dataset.class_names or ()),
+            extra={"losses": losses,
+                   "recipe": self.config.recipe, "ema_decay": self.config.ema_decay,
                    "trainer_config": self.run_description})
-        publish.publish_version(self.store, step, self.training.generator, metadata, self.config.grid_size)
+        generator = self.training.serving_generator
+        if generator is not self.training.generator:
+            recompute_batch_norm_statistics(generator, self.config.latent_dim, self.num_classes)
+        publish.publish_version(self.store, step, generator, metadata, self.config.grid_size)
         self.last_published = step
         self.tracker.update(last_published_version=step)
 
@@ -134,12 +146,15 @@ class Trainer:
         losses = {"generator_loss": 0.0, "discriminator_loss": 0.0}
         if start >= total:
             logger.info("already trained to step %d of %d", start, total)
+        labels = self.dataset.labels if self.num_classes else None
         batches = iter(training_batches(self.dataset.images, cfg.batch_size,
-                                        int(self.training.data_seed.numpy()), start))
+                                        int(self.training.data_seed.numpy()), start, labels))
         window_start, window_steps = time.perf_counter(), 0
+        deadline = time.monotonic() + (cfg.time_budget_seconds or float("inf"))
         step = start
-        while step < total and not self.stop.is_set():
-            outputs = self.training.train_step(next(batches))
+        while step < total and not self.stop.is_set() and time.monotonic() < deadline:
+            batch = next(batches)
+            outputs = self.training.train_step(*batch) if labels is not None else self.training.train_step(batch)
             step += 1
             window_steps += 1
             if step % cfg.log_every == 0 or step == total:

@@ -12,7 +12,7 @@ from trainer_service.train import Trainer
 
 
 def tiny_config(store, **overrides) -> TrainerConfig:
-    values = dict(store=str(store), dataset_limit=256, batch_size=32, steps=8, checkpoint_every=2,
+    values = dict(store=str(store), evaluate=False, dataset_limit=256, batch_size=32, steps=8, checkpoint_every=2,
                   publish_every=4, log_every=2, grid_size=2, seed=11, allow_download=False)
     values.update(overrides)
     return TrainerConfig(**values).validate()
@@ -25,15 +25,17 @@ def run_trainer(config: TrainerConfig) -> Trainer:
 
 
 def weights(trainer: Trainer) -> list[np.ndarray]:
-    return [v.numpy() for v in trainer.training.generator.variables + trainer.training.discriminator.variables]
+    training = trainer.training
+    models = [training.generator, training.discriminator] + [training.ema_generator] * bool(training.ema_generator)
+    return [v.numpy() for model in models for v in model.trainable_variables]
 
 
-@pytest.mark.parametrize("architecture", ["dcgan", "dense"])
-def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, fashion_mnist_dir, architecture):
-    straight = run_trainer(tiny_config(tmp_path / "a", architecture=architecture))
-    first_half = run_trainer(tiny_config(tmp_path / "b", architecture=architecture, steps=5))
+@pytest.mark.parametrize("recipe", ["default", "seed-dcgan", "seed-dense"])
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, fashion_mnist_dir, recipe):
+    straight = run_trainer(tiny_config(tmp_path / "a", recipe=recipe))
+    first_half = run_trainer(tiny_config(tmp_path / "b", recipe=recipe, steps=5))
     assert first_half.step == 5
-    resumed = run_trainer(tiny_config(tmp_path / "b", architecture=architecture, seed=999))  # seed comes from the checkpoint
+    resumed = run_trainer(tiny_config(tmp_path / "b", recipe=recipe, seed=999))  # seed comes from the checkpoint
     assert resumed.step == straight.step == 8
     for a, b in zip(weights(straight), weights(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -47,7 +49,7 @@ def test_run_publishes_checkpoints_and_reports_progress(tmp_path, fashion_mnist_
     meta = store_layout.read_metadata(tmp_path, 6)
     assert (meta.training_step, meta.latent_dim, meta.image_shape, meta.dataset) == (6, 100, (28, 28, 1),
                                                                                      "fashion_mnist")
-    assert meta.extra["class_names"][0] == "t-shirt/top"
+    assert meta.class_names[0] == "t-shirt/top" and meta.num_classes == 0
     assert (tmp_path / "models" / "6" / "samples.png").read_bytes().startswith(b"\x89PNG")
     progress, _ = tracker.snapshot()
     assert progress.state == TrainerState.FINISHED and progress.step == 6
@@ -73,12 +75,19 @@ def test_stop_request_checkpoints_and_publishes_what_was_trained(tmp_path, fashi
     assert run_trainer(tiny_config(tmp_path, steps=4)).step == 4  # resumed, not restarted
 
 
-def test_seed_defaults_follow_the_tutorials():
-    dcgan = TrainerConfig().with_seed_defaults(60000)
-    assert (dcgan.batch_size, dcgan.generator_lr, dcgan.beta_1, dcgan.steps) == (256, 1e-4, 0.9, 50 * 234)
-    dense = TrainerConfig(architecture="dense").with_seed_defaults(60000)
-    assert (dense.batch_size, dense.generator_lr, dense.beta_1, dense.steps) == (64, 2e-4, 0.5, 10000)
-    assert TrainerConfig(batch_size=16, steps=5).with_seed_defaults(100).batch_size == 16
+def test_seed_recipes_follow_the_tutorials_and_flags_override():
+    dcgan = TrainerConfig(recipe="seed-dcgan").resolved(60000)
+    assert (dcgan.architecture, dcgan.batch_size, dcgan.generator_lr, dcgan.beta_1, dcgan.steps) == (
+        "dcgan", 256, 1e-4, 0.9, 50 * 234)
+    assert (dcgan.label_smoothing, dcgan.ema_decay) == (0.0, 0.0)
+    dense = TrainerConfig(recipe="seed-dense").resolved(60000)
+    assert (dense.architecture, dense.batch_size, dense.generator_lr, dense.beta_1, dense.steps) == (
+        "dense", 64, 2e-4, 0.5, 10000)
+    ours = TrainerConfig().resolved(60000)
+    assert (ours.recipe, ours.batch_size, ours.beta_1, ours.label_smoothing, ours.ema_decay) == (
+        "default", 64, 0.5, 0.1, 0.999)
+    custom = TrainerConfig(recipe="seed-dcgan", batch_size=16, steps=5, ema_decay=0.9).resolved(100)
+    assert (custom.batch_size, custom.steps, custom.ema_decay, custom.generator_lr) == (16, 5, 0.9, 1e-4)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -95,9 +104,36 @@ def test_invalid_settings_are_config_errors(overrides, message):
 def test_resuming_with_another_architecture_is_refused(tmp_path, fashion_mnist_dir):
     run_trainer(tiny_config(tmp_path, steps=2))
     with pytest.raises(ConfigError, match="architecture 'dcgan' -> 'dense'"):
-        Trainer(tiny_config(tmp_path, steps=4, architecture="dense"), ProgressTracker(), threading.Event())
+        Trainer(tiny_config(tmp_path, steps=4, recipe="seed-dense"), ProgressTracker(), threading.Event())
+
+
+def test_time_budget_stops_and_publishes(tmp_path, fashion_mnist_dir):
+    trainer = run_trainer(tiny_config(tmp_path, steps=100_000, time_budget_seconds=3))
+    assert 0 < trainer.step < 100_000
+    assert store_layout.latest_version(tmp_path) == trainer.step
 
 
 def test_batch_larger_than_dataset_is_refused(tmp_path, fashion_mnist_dir):
     with pytest.raises(ConfigError, match="larger than the dataset"):
         Trainer(tiny_config(tmp_path, dataset_limit=10), ProgressTracker(), threading.Event())
+
+
+def test_conditional_model_trains_resumes_and_publishes_class_grid(tmp_path, fashion_mnist_dir):
+    trainer = run_trainer(tiny_config(tmp_path, conditional=True, steps=4))
+    meta = store_layout.read_metadata(tmp_path, 4)
+    assert meta.num_classes == 10 and meta.class_names[7] == "sneaker"
+    generator = trainer.training.serving_generator
+    images = np.asarray(generator([np.zeros((2, 100), np.float32), np.array([0, 7], np.int32)], training=False))
+    assert images.shape == (2, 28, 28, 1)
+    assert run_trainer(tiny_config(tmp_path, conditional=True, steps=6)).step == 6
+    with pytest.raises(ConfigError, match="conditional"):
+        Trainer(tiny_config(tmp_path, steps=8), ProgressTracker(), threading.Event())
+
+
+def test_conditional_needs_labels_and_a_dcgan(tmp_path, fashion_mnist_dir):
+    np.savez(tmp_path / "unlabelled.npz", images=np.zeros((64, 28, 28), np.uint8))
+    with pytest.raises(ConfigError, match="needs class labels"):
+        Trainer(tiny_config(tmp_path / "s", dataset=str(tmp_path / "unlabelled.npz"), conditional=True),
+                ProgressTracker(), threading.Event())
+    with pytest.raises(ConfigError, match="needs a dcgan architecture"):
+        TrainerConfig(recipe="seed-dense", conditional=True).resolved(1000)
