@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 STORE=${STORE:-demo-store}
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-1200}
 SAMPLER_PORT=${SAMPLER_PORT:-50051}
 TRAINER_PORT=${TRAINER_PORT:-50052}
 OUT=${OUT:-demo-output/grid.png}
@@ -16,9 +16,11 @@ echo "== starting the sampler on 127.0.0.1:$SAMPLER_PORT (log: $STORE/sampler.lo
 sampler_pid=$!
 trap 'kill $sampler_pid 2>/dev/null || true; wait $sampler_pid 2>/dev/null || true' EXIT
 
-echo "== training $STEPS steps of the seeds' DCGAN (watch: $PYTHON -m client watch --target 127.0.0.1:$TRAINER_PORT)"
+echo "== training $STEPS steps of the default recipe (watch: $PYTHON -m client watch --target 127.0.0.1:$TRAINER_PORT)"
+# --no-evaluate keeps the demo short: scoring first trains the quality judge (minutes on a CPU);
+# score afterwards with: $PYTHON -m trainer_service.evaluate --store $STORE
 "$PYTHON" -m trainer_service --store "$STORE" --steps "$STEPS" --publish-every $(( (STEPS + 2) / 3 )) \
-  --checkpoint-every 50 --port "$TRAINER_PORT"
+  --checkpoint-every 100 --port "$TRAINER_PORT" --no-evaluate
 
 echo "== waiting for the sampler to serve the newest version"
 for _ in $(seq 60); do

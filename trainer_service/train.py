@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from gan_common import images as image_utils
 from gan_common import store as store_layout
 from gan_common.config_cli import ConfigError
 from trainer_service import publish
@@ -95,6 +96,7 @@ class Trainer:
         (self.checkpoint_dir / RUN_FILE).write_text(json.dumps(self.run_description, indent=2))
         self.last_checkpoint_step = self.step if self.manager.latest_checkpoint else 0
         self.last_published = store_layout.latest_version(self.store) or 0
+        self.writer = tf.summary.create_file_writer(str(self.store / store_layout.LOGS_DIR))
 
     @property
     def step(self) -> int:
@@ -130,7 +132,10 @@ class Trainer:
         generator = self.training.serving_generator
         if generator is not self.training.generator:
             recompute_batch_norm_statistics(generator, self.config.latent_dim, self.num_classes)
-        publish.publish_version(self.store, step, generator, metadata, self.config.grid_size)
+        folder = publish.publish_version(self.store, step, generator, metadata, self.config.grid_size)
+        grid = image_utils.decode_png((folder / store_layout.SAMPLE_GRID_FILE).read_bytes())
+        with self.writer.as_default(step=step):
+            tf.summary.image("samples", grid[None])
         self.last_published = step
         self.tracker.update(last_published_version=step)
 
@@ -142,7 +147,6 @@ class Trainer:
         self.tracker.update(state=TrainerState.TRAINING, step=start, total_steps=total,
                             last_checkpoint_step=self.last_checkpoint_step,
                             last_published_version=self.last_published)
-        writer = tf.summary.create_file_writer(str(self.store / store_layout.LOGS_DIR))
         losses = {"generator_loss": 0.0, "discriminator_loss": 0.0}
         if start >= total:
             logger.info("already trained to step %d of %d", start, total)
@@ -165,10 +169,12 @@ class Trainer:
                 logger.info("step %d/%d  d_loss %.4f  g_loss %.4f  %.0f img/s  ETA %s", step, total,
                             losses["discriminator_loss"], losses["generator_loss"], rate, format_duration(eta))
                 self.tracker.update(step=step, images_per_second=rate, eta_seconds=eta, **losses)
-                with writer.as_default(step=step):
+                with self.writer.as_default(step=step):
                     for name, value in losses.items():
                         tf.summary.scalar(name, value)
                     tf.summary.scalar("images_per_second", rate)
+                    tf.summary.scalar("learning_rate/generator", cfg.generator_lr)
+                    tf.summary.scalar("learning_rate/discriminator", cfg.discriminator_lr)
                 window_start, window_steps = time.perf_counter(), 0
             if step % cfg.publish_every == 0:
                 self.publish(losses)
@@ -178,7 +184,7 @@ class Trainer:
         if self.last_published != self.step:
             self.publish(losses)
         self.save_checkpoint()
-        writer.close()
+        self.writer.flush()
         finished = self.step >= total
         self.tracker.update(state=TrainerState.FINISHED if finished else TrainerState.STARTING, step=self.step,
                             message="finished" if finished else "stopped; run again to resume")

@@ -31,14 +31,17 @@ def weights(trainer: Trainer) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("recipe", ["default", "seed-dcgan", "seed-dense"])
-def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, fashion_mnist_dir, recipe):
+def test_resumed_run_equals_uninterrupted_run(tmp_path, fashion_mnist_dir, recipe):
     straight = run_trainer(tiny_config(tmp_path / "a", recipe=recipe))
     first_half = run_trainer(tiny_config(tmp_path / "b", recipe=recipe, steps=5))
     assert first_half.step == 5
     resumed = run_trainer(tiny_config(tmp_path / "b", recipe=recipe, seed=999))  # seed comes from the checkpoint
     assert resumed.step == straight.step == 8
+    # Same batches, noise, dropout and optimizer state. CPU kernels may sum in a thread-dependent order
+    # (seen once in CI: 1e-8 apart), so allow float rounding; a wrong batch or RNG state moves weights by
+    # about a learning rate (1e-4), far outside this tolerance.
     for a, b in zip(weights(straight), weights(resumed), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_run_publishes_checkpoints_and_reports_progress(tmp_path, fashion_mnist_dir):
