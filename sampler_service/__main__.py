@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sampler_service.server import SamplerServer
 
+    stopping = threading.Event()  # handlers first, so a SIGTERM during start-up is not lost
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     server = SamplerServer(config)
     try:
         port = server.start()
@@ -36,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     logger.info("Sampler service listening on %s:%d", config.host, port)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    stopping.wait()
-    logger.info("shutting down: finishing in-flight requests")
+    # Wait in slices: the signal may reach another thread (gRPC's, TensorFlow's), and Python runs the
+    # handler only when the main thread next executes bytecode, which an endless wait would never do.
+    while not stopping.wait(0.2):
+        pass
+    logger.info("shutting down: finishing in-flight requests (up to %.0fs)", config.shutdown_grace_seconds)
     server.stop()
     return 0
 

@@ -6,28 +6,59 @@ import dataclasses
 from typing import Sequence
 
 from gan_common.config_cli import ConfigError, option, parse_config
+from gan_common.security import ServerSecurity
 
 ENV_PREFIX = "GAN_SAMPLER_"
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplerConfig:
+class SamplerConfig(ServerSecurity):
+    """Listening, batching and limits; TLS and caller authentication come from ServerSecurity (with a
+    token file or a client CA, every Sampler RPC needs credentials)."""
+
     store: str = option("store", "the trainer's store folder; only read, never written")
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
     port: int = option(50051, "port of the Sampler gRPC service (0: any free port)")
     poll_seconds: float = option(2.0, "how often to look for a newer published version")
-    max_count: int = option(256, "the most images one Generate request may ask for")
-    max_loaded_versions: int = option(3, "versions kept in memory for requests that pin a version")
+    max_count: int = option(256, "the most images one Generate or Interpolate request may ask for")
+    max_stream_count: int = option(100_000, "the most images one GenerateStream request may ask for")
+    max_loaded_versions: int = option(3, "versions kept in memory: the newest ones, and those pinned lately")
     retry_failed_seconds: float = option(30.0, "wait before retrying a version that failed to load")
-    workers: int = option(8, "gRPC worker threads")
-    log_level: str = option("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    max_batch_size: int = option(16, "images per generator forward pass; every pass runs at exactly this "
+                                     "shape (padded), so an image never depends on its batch-mates")
+    max_queue_delay_ms: float = option(2.0, "how long the first request of a batch waits for others to fill it")
+    batch_threads: int = option(1, "forward passes that may run at once (each on its own thread)")
+    batching: bool = option(True, "merge concurrent requests into shared forward passes (off: one request "
+                                  "per pass, the baseline of bench/sampler_load.py)")
+    max_queued_images: int = option(2048, "images waiting for a forward pass; beyond it requests get "
+                                          "RESOURCE_EXHAUSTED at once")
+    max_message_bytes: int = option(64 * 1024 * 1024, "largest response message; bigger requests are "
+                                                      "refused with a hint to use GenerateStream")
+    workers: int = option(128, "gRPC worker threads = the most calls in progress at once (each waits on "
+                               "its thread); more are refused with RESOURCE_EXHAUSTED")
+    metrics_port: int | None = option(None, "HTTP port for Prometheus /metrics and /live, /ready "
+                                            "(none: off; 0: any free port)")
+    shutdown_grace_seconds: float = option(30.0, "on SIGTERM, how long in-flight requests may take to finish")
+    log_level: str = option("INFO", "logging level (DEBUG: one line per request)",
+                            choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def validate(self) -> "SamplerConfig":
-        for name in ("poll_seconds", "max_count", "max_loaded_versions", "workers"):
+        for name in ("poll_seconds", "max_count", "max_stream_count", "max_loaded_versions", "max_batch_size",
+                     "batch_threads", "max_queued_images", "max_message_bytes", "workers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"--port must be 0..65535, not {self.port}")
+        for name in ("max_queue_delay_ms", "shutdown_grace_seconds", "retry_failed_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative, not {getattr(self, name)}")
+        for name in ("port", "metrics_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0..65535, not {value}")
+        if self.max_queued_images < max(self.max_count, self.max_batch_size):
+            raise ConfigError(f"--max-queued-images ({self.max_queued_images}) must be at least --max-count "
+                              f"({self.max_count}) and --max-batch-size ({self.max_batch_size}), or the largest "
+                              "request could never be queued")
+        self.validate_security(self.host)
         return self
 
 

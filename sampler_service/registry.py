@@ -1,12 +1,17 @@
-"""Which versions are loaded, and the hot swap to a newer one (TensorFlow Serving's aspired versions).
+"""Which versions are loaded, and the hot swap to a newer one (TensorFlow Serving's version policy).
 
-A request takes a reference to a LoadedModel when it starts and keeps it to the end, so a swap never
-disturbs it; the old model is freed once the last such request lets go.
+The newest `max_loaded` versions are loaded ahead of requests; a request may pin an older published
+version, which is then loaded on demand and takes the place of the least recently used one. A request
+holds a lease on its model from start to end: a swap never disturbs it, and a version evicted while
+leased stays UNLOADING, still answering those requests, until the last one lets go.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
+import gc
 import logging
 import threading
 import time
@@ -17,6 +22,8 @@ from gan_common import store as store_layout
 from sampler_service.loading import LoadedModel, LoadError, load_version
 
 logger = logging.getLogger(__name__)
+
+ON_DISK, LOADED, UNLOADING, FAILED = "ON_DISK", "LOADED", "UNLOADING", "FAILED"
 
 
 class NoModelYet(Exception):
@@ -31,6 +38,16 @@ class VersionUnloadable(Exception):
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: str  # ON_DISK, LOADED, UNLOADING or FAILED
+    serving: bool
+    in_flight: int
+    error: str
+    metadata: store_layout.ModelMetadata | None  # read from disk now: scores written after publishing show
+
+
 class ModelRegistry:
     def __init__(self, store: Path, max_loaded: int = 3, retry_failed_seconds: float = 30.0,
                  on_serving: Callable[[LoadedModel], None] | None = None) -> None:
@@ -41,7 +58,10 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._serving: LoadedModel | None = None
         self._loaded: collections.OrderedDict[int, LoadedModel] = collections.OrderedDict()  # LRU
+        self._unloading: dict[int, LoadedModel] = {}  # evicted, still leased by in-flight requests
+        self._in_flight: collections.Counter[int] = collections.Counter()
         self._failed: dict[int, tuple[float, str]] = {}  # version -> (when, why)
+        self._seen_entries: set[str] = set()  # names in models/ already judged, for one log line each
         self._load_lock = threading.Lock()  # one load at a time: loads are CPU-heavy
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -49,13 +69,20 @@ class ModelRegistry:
     def serving(self) -> LoadedModel | None:
         return self._serving
 
+    def loaded_count(self) -> int:
+        with self._lock:
+            return len(self._loaded) + len(self._unloading)
+
     def available_versions(self) -> list[int]:
         return store_layout.list_versions(self.store)
 
-    def _load(self, version: int) -> LoadedModel:
+    def _load(self, version: int, lease: bool = False) -> LoadedModel:
+        """Loads a version (once, however many ask); `lease` takes a request's lease before anything
+        can evict it."""
         with self._load_lock:
             with self._lock:
                 if version in self._loaded:
+                    self._in_flight[version] += lease
                     return self._loaded[version]
             started = time.perf_counter()
             try:
@@ -71,22 +98,59 @@ class ModelRegistry:
                         model.metadata.artifact_format, model.image_shape, time.perf_counter() - started)
             with self._lock:
                 self._loaded[version] = model
-                self._evict_locked()
+                self._in_flight[version] += lease
+                self._evict_locked(keep=None if lease else version)  # a leased one may go to UNLOADING
             return model
 
-    def _evict_locked(self) -> None:
+    def _evict_locked(self, keep: int | None = None) -> None:
+        """Unloads least recently used versions beyond max_loaded; never the served one or `keep`."""
+        spared = {keep, self._serving.version if self._serving else None}
         while len(self._loaded) > self._max_loaded:
-            victim = next(v for v in self._loaded if self._serving is None or v != self._serving.version)
-            del self._loaded[victim]  # requests holding it keep it alive until they finish
+            victim = next((v for v in self._loaded if v not in spared), None)
+            if victim is None:
+                return
+            model = self._loaded.pop(victim)
+            if self._in_flight[victim]:
+                self._unloading[victim] = model
+                logger.info("unloading version %d once its %d in-flight requests finish",
+                            victim, self._in_flight[victim])
+            else:
+                logger.info("unloaded version %d", victim)
 
     def _may_retry(self, version: int) -> bool:
         failed = self._failed.get(version)
         return failed is None or time.monotonic() - failed[0] >= self._retry_failed_seconds
 
-    def refresh(self) -> LoadedModel | None:
-        """Serves the newest version that loads, if newer than the one served now."""
+    def refresh(self, preload: bool = True) -> LoadedModel | None:
+        """Serves the newest version that loads, if newer than the one served now; with `preload`, also
+        loads the next newest ones while fewer than max_loaded are in memory. Returns the new model."""
+        self._report_foreign_entries()
+        versions = self.available_versions()
+        swapped = self._serve_newest(versions)
+        if preload:
+            for version in reversed(versions[-self._max_loaded:]):
+                with self._lock:
+                    if len(self._loaded) >= self._max_loaded:
+                        break
+                    known = version in self._loaded or version in self._unloading
+                if not known and self._may_retry(version):
+                    with contextlib.suppress(LoadError):
+                        self._load(version)
+        return swapped
+
+    def _report_foreign_entries(self) -> None:
+        """One log line for each entry of models/ that is not a version, so a misnamed copy is noticed."""
+        root = store_layout.models_dir(self.store)
+        names = {entry.name for entry in root.iterdir()} if root.is_dir() else set()
+        for name in sorted(names - self._seen_entries):
+            if store_layout.parse_version(name) is None and not name.startswith(store_layout.TEMP_PREFIX):
+                logger.warning("ignoring %s: not a version (versions are folders named by a positive integer)",
+                               root / name)
+        self._seen_entries |= names
+
+    def _serve_newest(self, versions: list[int]) -> LoadedModel | None:
         current = self._serving.version if self._serving else 0
-        for version in reversed(self.available_versions()):
+        for version in reversed(versions):
             if version <= current:
                 break
             if not self._may_retry(version):
@@ -98,6 +162,7 @@ class ModelRegistry:
             with self._lock:
                 previous = self._serving
                 self._serving = model
+                self._loaded[version] = model  # back in, should a pin have evicted it meanwhile
                 self._loaded.move_to_end(version)
                 self._evict_locked()
             logger.info("now serving version %d%s", version,
@@ -107,31 +172,76 @@ class ModelRegistry:
             return model
         return None
 
-    def resolve(self, version: int | None) -> LoadedModel:
-        """The model for a request: the served one, or a pinned version (loaded on demand)."""
-        serving = self._serving
-        if version is None or (serving is not None and version == serving.version):
-            if serving is None:
+    def _lookup_locked(self, version: int | None) -> LoadedModel | None:
+        if version is None or (self._serving is not None and version == self._serving.version):
+            if self._serving is None:
                 raise NoModelYet()
-            return serving
+            return self._serving
+        if version in self._unloading:  # pinned again before its last request finished: no reload
+            return self._unloading[version]
+        if version in self._loaded:
+            self._loaded.move_to_end(version)
+            return self._loaded[version]
+        return None
+
+    def acquire(self, version: int | None) -> LoadedModel:
+        """Leases the model for a request (the served one, or a pinned version, loaded on demand);
+        every acquire needs a release."""
         with self._lock:
-            if version in self._loaded:
-                self._loaded.move_to_end(version)
-                return self._loaded[version]
+            model = self._lookup_locked(version)
+            if model is not None:
+                self._in_flight[model.version] += 1
+                return model
+        assert version is not None
         if version not in self.available_versions():
             raise VersionNotFound()
         if not self._may_retry(version):
             raise VersionUnloadable(self._failed[version][1])
         try:
-            return self._load(version)
+            return self._load(version, lease=True)
         except LoadError as error:
             raise VersionUnloadable(str(error)) from None
+
+    def release(self, model: LoadedModel) -> None:
+        with self._lock:
+            self._in_flight[model.version] -= 1
+            if not self._in_flight[model.version]:
+                del self._in_flight[model.version]
+                if self._unloading.get(model.version) is model:
+                    del self._unloading[model.version]
+                    logger.info("unloaded version %d: its last in-flight request finished", model.version)
+
+    def version_states(self) -> list[VersionState]:
+        """Every published version, oldest first, with its state and its metadata as on disk now."""
+        states = []
+        for version in self.available_versions():
+            try:
+                metadata, read_error = store_layout.read_metadata(self.store, version), ""
+            except store_layout.MetadataError as error:
+                metadata, read_error = None, str(error)
+            with self._lock:
+                if version in self._loaded:
+                    state = LOADED
+                elif version in self._unloading:
+                    state = UNLOADING
+                elif version in self._failed:
+                    state = FAILED
+                else:
+                    state = ON_DISK
+                serving = self._serving is not None and self._serving.version == version
+                in_flight = self._in_flight[version]
+                error = self._failed[version][1] if version in self._failed else read_error
+            states.append(VersionState(version, state, serving, in_flight, error, metadata))
+        return states
 
     def start_polling(self, interval: float) -> None:
         def poll() -> None:
             while not self._stop.wait(interval):
                 try:
-                    self.refresh()
+                    if self.refresh():
+                        # an unloaded SavedModel is a web of reference cycles that only a full collection
+                        # frees; left to the collector's schedule, RSS climbed 13 MiB a swap for 15 swaps
+                        gc.collect()
                 except Exception:  # the poller must outlive any surprise in the store
                     logger.exception("error while looking for new versions")
 

@@ -1,4 +1,5 @@
-"""Pure request handling: validation, latent sampling and image encoding. No gRPC server, no files."""
+"""Pure request handling: validation, latent sampling, interpolation and image encoding. No gRPC server,
+no files."""
 
 from __future__ import annotations
 
@@ -46,29 +47,91 @@ def validate_version(has_version: bool, version: int) -> int | None:
     return version
 
 
-def validate_generate(request: sampler_pb2.GenerateRequest, max_count: int) -> GenerateParams:
+@dataclasses.dataclass(frozen=True)
+class InterpolateParams:
+    seed_from: int
+    seed_to: int
+    steps: int
+    version: int | None
+    image_format: int
+    spherical: bool
+
+
+def _validate_format(value: int) -> int:
+    image_format = value or sampler_pb2.IMAGE_FORMAT_PNG
+    if image_format not in FORMAT_NAMES:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"unknown image format {value}; use IMAGE_FORMAT_PNG or IMAGE_FORMAT_RAW_UINT8")
+    return image_format
+
+
+def validate_generate(request: sampler_pb2.GenerateRequest | sampler_pb2.GenerateStreamRequest,
+                      max_count: int) -> GenerateParams:
+    """Generate and GenerateStream requests have the same fields; only their limits differ."""
     if request.count <= 0:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"count must be at least 1, not {request.count}")
     if request.count > max_count:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"count {request.count} is above this server's maximum of {max_count}; "
-                           "split the request")
-    image_format = request.format or sampler_pb2.IMAGE_FORMAT_PNG
-    if image_format not in FORMAT_NAMES:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"unknown image format {request.format}; use IMAGE_FORMAT_PNG or IMAGE_FORMAT_RAW_UINT8")
+                           + ("split the request" if isinstance(request, sampler_pb2.GenerateStreamRequest)
+                              else "split the request or use GenerateStream"))
+    image_format = _validate_format(request.format)
     seed = request.seed if request.HasField("seed") else draw_seed()
     version = validate_version(request.HasField("model_version"), request.model_version)
     return GenerateParams(request.count, seed, version, image_format)
 
 
-def resolve_labels(request: sampler_pb2.GenerateRequest, params: GenerateParams, model_version: int,
+def validate_interpolate(request: sampler_pb2.InterpolateRequest, max_count: int) -> InterpolateParams:
+    if not 2 <= request.steps <= max_count:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"steps must be 2..{max_count} (both ends included), not {request.steps}")
+    method = request.method or sampler_pb2.INTERPOLATION_METHOD_SPHERICAL
+    if method not in (sampler_pb2.INTERPOLATION_METHOD_SPHERICAL, sampler_pb2.INTERPOLATION_METHOD_LINEAR):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"unknown interpolation method {request.method}; use "
+                           "INTERPOLATION_METHOD_SPHERICAL or INTERPOLATION_METHOD_LINEAR")
+    return InterpolateParams(request.seed_from, request.seed_to, request.steps,
+                             validate_version(request.HasField("model_version"), request.model_version),
+                             _validate_format(request.format), method == sampler_pb2.INTERPOLATION_METHOD_SPHERICAL)
+
+
+def interpolate_latents(start: np.ndarray, end: np.ndarray, steps: int, spherical: bool) -> np.ndarray:
+    """`steps` latents from `start` to `end`, both included exactly. Spherical (slerp) follows the great
+    circle, so the points keep the norm Gaussian latents have instead of shrinking towards the middle."""
+    a, b = start.astype(np.float64), end.astype(np.float64)
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    cos_angle = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
+    if not spherical or np.sin(angle) < 1e-6:  # (anti)parallel: the great circle is undefined
+        path = (1.0 - t) * a + t * b
+    else:
+        path = (np.sin((1.0 - t) * angle) * a + np.sin(t * angle) * b) / np.sin(angle)
+    path[0], path[-1] = a, b  # exact ends: the first and last images equal Generate's for those seeds
+    return path.astype(np.float32)
+
+
+def check_response_size(count: int, image_shape: Sequence[int], max_bytes: int, streaming_hint: bool) -> None:
+    """Refuses, before any work, a response that could exceed the message limit (PNG can be slightly
+    larger than the raw pixels: a filter byte a row, 5 bytes a stored zlib block, headers)."""
+    height, width, channels = image_shape
+    rows = height * (width * channels + 1)
+    per_image = rows + 5 * (rows // 16383 + 1) + 128
+    if count * per_image + 1024 > max_bytes:
+        fits = max(1, (max_bytes - 1024) // per_image)
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"{count} images of {height}x{width}x{channels} may exceed this server's message "
+                           f"limit of {max_bytes} bytes; ask for at most {fits} per request"
+                           + (" or use GenerateStream" if streaming_hint else ""))
+
+
+def resolve_labels(request: sampler_pb2.GenerateRequest | sampler_pb2.GenerateStreamRequest
+                   | sampler_pb2.InterpolateRequest, seed: int, count: int, model_version: int,
                    num_classes: int, class_names: Sequence[str]) -> np.ndarray | None:
     """The class of each image: the requested one, one drawn from the seed, or None (unconditional)."""
     which = request.WhichOneof("label")
     if which is None:
-        return image_utils.labels_for_seed(params.seed, params.count, num_classes) if num_classes else None
+        return image_utils.labels_for_seed(seed, count, num_classes) if num_classes else None
     if not num_classes:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"model version {model_version} is not class-conditional; omit the class label")
@@ -83,9 +146,10 @@ def resolve_labels(request: sampler_pb2.GenerateRequest, params: GenerateParams,
         matches = [i for i, name in enumerate(class_names) if name.lower() == wanted]
         if not matches:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"unknown class {request.class_name!r}; model version {model_version} knows {known}")
+                               f"unknown class {request.class_name[:64]!r}{'...' if len(request.class_name) > 64 else ''}; "
+                               f"model version {model_version} knows {known}")
         index = matches[0]
-    return np.full(params.count, index, dtype=np.int32)
+    return np.full(count, index, dtype=np.int32)
 
 
 def encode_images(pixels: np.ndarray, image_format: int) -> list[bytes]:
