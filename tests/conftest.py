@@ -84,3 +84,22 @@ def wait_for_version(stub: sampler_pb2_grpc.SamplerStub, version: int, timeout: 
             pass
         time.sleep(0.1)
     raise AssertionError(f"the sampler did not serve version {version} within {timeout}s")
+
+
+def wait_until(condition, timeout: float, what: str, process=None):
+    """Polls `condition` until it returns something truthy (RPC errors count as 'not yet'); fails at once
+    if `process` (a Popen) exits meanwhile."""
+    from client import GanServiceError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode} while waiting for {what}")
+        try:
+            value = condition()
+        except (GanServiceError, grpc.RpcError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

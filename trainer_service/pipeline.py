@@ -1,7 +1,10 @@
 """The tf.data input pipeline: a fixed order of batches, reproducible from (seed, step).
 
 Epoch e visits the images in a stateless permutation of (seed, e), so a run resumed at step s feeds
-exactly the batches a run that never stopped would have fed.
+exactly the batches a run that never stopped would have fed. The images stay in memory as uint8 (the
+cache); each batch is a gather of shuffled indices, converted to float in parallel and prefetched, so
+the train step never waits for data. Under tf.distribute every worker builds the same global batches
+and keeps its own share of each (DATA sharding), so the order stays a function of (seed, step).
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ def training_batches(images: np.ndarray, batch_size: int, seed: int, start_step:
         batch = (tf.cast(tf.gather(pixels, indices), tf.float32) - 127.5) / 127.5
         return batch if classes is None else (batch, tf.gather(classes, indices))
 
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
             .flat_map(epoch_batches)
             .skip(offset)
             .map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import threading
 import time
 
@@ -26,6 +27,8 @@ class Progress:
     eta_seconds: float = 0.0
     last_checkpoint_step: int = 0
     last_published_version: int = 0
+    publish_every: int = 0
+    resident_memory_bytes: int = 0
     updated_at: float = dataclasses.field(default_factory=time.time)
     message: str = ""
 
@@ -54,3 +57,13 @@ class ProgressTracker:
         with self._changed:
             self._changed.wait_for(lambda: self._revision > after_revision, timeout=timeout)
             return self._progress, self._revision
+
+
+def resident_memory_bytes(pid: int | None = None) -> int:
+    """The resident set size of process `pid`, this one by default (Linux /proc); 0 where that is not
+    available."""
+    try:
+        with open(f"/proc/{pid or 'self'}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from gan_common import images as image_utils
 from gan_common import store as store_layout
@@ -18,6 +19,17 @@ from gan_common import store as store_layout
 logger = logging.getLogger(__name__)
 
 GRID_SEED = 0  # every version's sample grid uses the same latents, so grids compare across versions
+
+
+class PublishError(OSError):
+    """The store refused a version (disk full, read-only, no permission); nothing was published."""
+
+
+def _reason(error: Exception) -> str:
+    """The operating system's words ('No space left on device'), without TensorFlow's op decoration."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(getattr(error, "message", error)).rsplit("; ", 1)[-1].split(" [Op:")[0].strip()
 
 
 def sample_grid(generator: keras.Model, latent_dim: int, grid_size: int,
@@ -51,9 +63,9 @@ def publish_version(store: Path, version: int, generator: keras.Model, metadata:
         logger.info("version %d is already published; keeping it", version)
         return final_dir
     root = store_layout.models_dir(store)
-    root.mkdir(parents=True, exist_ok=True)
     temp_dir = root / f"{store_layout.TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     try:
+        root.mkdir(parents=True, exist_ok=True)
         temp_dir.mkdir()
         generator.export(str(temp_dir / metadata.artifact_path), format="tf_saved_model", verbose=False)
         grid = sample_grid(generator, metadata.latent_dim, grid_size, metadata.output_range, metadata.num_classes)
@@ -62,11 +74,31 @@ def publish_version(store: Path, version: int, generator: keras.Model, metadata:
         store_layout.fsync_tree(temp_dir)
         os.rename(temp_dir, final_dir)  # atomic on one file system: readers see all or nothing
         store_layout.fsync_dir(root)
+    except (OSError, tf.errors.OpError) as error:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise PublishError(f"cannot publish version {version} to {root}: {_reason(error)}") from error
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     logger.info("published version %d to %s", version, final_dir)
     return final_dir
+
+
+def publish_copy(source: Path, store: Path, version: int) -> Path:
+    """Publishes the files of a published version folder (of this store or another) again as
+    store/models/<version>/, aside then renamed as publish_version does: the load and fault tests'
+    stand-in for a trainer."""
+    root = store_layout.models_dir(store)
+    temp_dir = root / f"{store_layout.TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(source, temp_dir)
+        store_layout.fsync_tree(temp_dir)
+        os.rename(temp_dir, store_layout.version_dir(store, version))
+        store_layout.fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    return store_layout.version_dir(store, version)
 
 
 def utc_now_iso() -> str:

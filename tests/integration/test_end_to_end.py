@@ -16,7 +16,7 @@ import pytest
 from client import GanServiceError, SamplerClient, TrainerClient
 from gan_common import store as store_layout
 from gan_common.images import decode_png
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -25,21 +25,6 @@ def start(module: str, args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"process exited with {process.returncode} while waiting for {what}")
-        try:
-            value = condition()
-        except GanServiceError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -56,7 +41,7 @@ def store(tmp_path) -> Path:
 def trainer_args(store: Path, port: int, steps: int) -> list[str]:
     return ["--store", str(store), "--dataset-limit", "512", "--batch-size", "32", "--steps", str(steps),
             "--publish-every", "10", "--checkpoint-every", "5", "--log-every", "5", "--seed", "1",
-            "--port", str(port), "--no-allow-download"]
+            "--port", str(port), "--no-allow-download", "--no-evaluate"]  # scoring: tests/trainer/test_scoring.py
 
 
 def test_train_publish_serve_fetch_switch_and_resume(store, tmp_path, fashion_mnist_dir):
