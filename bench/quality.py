@@ -66,16 +66,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     from gan_common import store as store_layout
-    from gan_common.images import latents_for_seed
-    from sampler_service.loading import load_version
-    from trainer_service.data import DEBIAN_DATASETS, FASHION_MNIST_CLASSES, load_idx_folder
-    from trainer_service.evaluation import evaluate_images, load_or_train_judge, uint8_to_judge_input
+    from trainer_service.scoring import VersionScorer
 
-    folder = DEBIAN_DATASETS / "fashion-mnist"
-    train, test = load_idx_folder(folder, split="train"), load_idx_folder(folder, split="t10k")
-    train_x, test_x = uint8_to_judge_input(train.images), uint8_to_judge_input(test.images)
-    judge = load_or_train_judge(args.out, "fashion-mnist", train_x, train.labels, test_x, test.labels,
-                                FASHION_MNIST_CLASSES)
     results = []
     for label, recipe, flags in variants:
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
@@ -85,9 +77,9 @@ def main() -> int:
         wall = train_variant(recipe, flags, store, args.minutes * 60, args.seed, args.out / f"{slug}.log")
         version = store_layout.latest_version(store)
         started = time.monotonic()
-        model = load_version(store, version)  # exactly what the sampler would serve
-        images = model.forward(latents_for_seed(args.seed, args.samples, model.latent_dim), None)
-        scores = evaluate_images(judge, images, test_x, test.labels, real_train_images=train_x)
+        # Exactly what the sampler would serve, scored as the trainer scores; the judge is cached in --out.
+        scores = VersionScorer(store, "fashion_mnist", args.samples, args.seed, judge_cache=args.out).score(
+            version, write=False)
         print(f"   {version} steps in {wall:.0f}s (process), scored in {time.monotonic() - started:.0f}s", flush=True)
         shutil.copy(store_layout.version_dir(store, version) / store_layout.SAMPLE_GRID_FILE,
                     args.out / f"{slug}_grid.png")

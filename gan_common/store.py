@@ -46,6 +46,9 @@ class ModelMetadata:
     published_at: str = ""  # ISO 8601, UTC
     num_classes: int = 0  # > 0: a class-conditional generator, called with [latents, int32 labels]
     class_names: tuple[str, ...] = ()
+    # Quality scores from the offline judge (fid, kid, precision, ...); filled in after publishing by
+    # write_scores, so a freshly published version may have none yet.
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -84,6 +87,10 @@ class ModelMetadata:
             raise MetadataError(f"num_classes must be a non-negative integer, not {values['num_classes']!r}")
         if values.get("num_classes") and values["class_names"] and len(values["class_names"]) != values["num_classes"]:
             raise MetadataError(f"class_names has {len(values['class_names'])} names for {values['num_classes']} classes")
+        scores = values.get("scores", {})
+        if not isinstance(scores, dict) or not all(isinstance(v, (int, float)) for v in scores.values()):
+            raise MetadataError("scores must map names to numbers")
+        values["scores"] = {str(k): float(v) for k, v in scores.items()}
         values["model_version"] = version
         values.setdefault("training_step", version)
         return cls(**values)
@@ -127,6 +134,24 @@ def read_metadata(store: Path | str, version: int) -> ModelMetadata:
     except OSError as error:
         raise MetadataError(f"cannot read {path}: {error.strerror}") from None
     return ModelMetadata.from_json(text, version)
+
+
+def write_scores(store: Path | str, version: int, scores: dict[str, float],
+                 extra: dict[str, Any] | None = None) -> ModelMetadata:
+    """Adds scores (and extra notes) to a published version's metadata.json, atomically: temp file,
+    fsync, rename, so a reader sees the old or the new file, never half of one."""
+    metadata = read_metadata(store, version)
+    updated = dataclasses.replace(metadata, scores={**metadata.scores, **{k: float(v) for k, v in scores.items()}},
+                                  extra={**metadata.extra, **(extra or {})})
+    folder = version_dir(store, version)
+    temporary = folder / f"{TEMP_PREFIX}{METADATA_FILE}"
+    with open(temporary, "w") as handle:
+        handle.write(updated.to_json())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, folder / METADATA_FILE)
+    fsync_dir(folder)
+    return updated
 
 
 def fsync_tree(root: Path) -> None:

@@ -6,6 +6,8 @@ import dataclasses
 from typing import Sequence
 
 from gan_common.config_cli import ConfigError, option, parse_config
+from gan_common.security import ServerSecurity
+from trainer_service.distribution import STRATEGIES
 from trainer_service.models import ARCHITECTURES
 from trainer_service.recipes import RECIPES
 
@@ -13,7 +15,11 @@ ENV_PREFIX = "GAN_TRAINER_"
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(ServerSecurity):
+    """Everything a training run is configured by. TLS and caller authentication come from ServerSecurity:
+    the control RPCs need the token or an allowed client certificate (callers on this host only when
+    neither is configured)."""
+
     store: str = option("store", "folder for checkpoints, published models and TensorBoard logs")
     dataset: str = option("fashion_mnist", "fashion_mnist (Debian's local files first), mnist, or the path "
                                            "of an IDX folder, an .npz file or an image folder")
@@ -52,6 +58,15 @@ class TrainerConfig:
     grid_size: int = option(4, "sample grid of N x N images written with each published version")
     seed: int | None = option(None, "random seed for weights, noise and data order (default: drawn and "
                                     "recorded in the checkpoint)")
+    strategy: str = option("default", "tf.distribute strategy: default (one device), mirrored (every local GPU, "
+                                      "or the --cpu-logical-devices), multi-worker (the machines TF_CONFIG lists); "
+                                      "--batch-size is the global batch, split across replicas",
+                           choices=STRATEGIES)
+    cpu_logical_devices: int = option(0, "split the CPU into N logical devices, e.g. to run --strategy mirrored "
+                                         "without GPUs; 0: no split")
+    jit_compile: bool = option(False, "compile each replica's train step with XLA")
+    mixed_precision: bool = option(False, "float16 compute with float32 weights and loss scaling; for GPUs "
+                                          "(much slower on CPUs); published generators stay float32")
     host: str = option("127.0.0.1", "address the Trainer gRPC service listens on (0.0.0.0 for all)")
     port: int = option(50052, "port of the Trainer gRPC service (0: any free port)")
     log_level: str = option("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -71,12 +86,17 @@ class TrainerConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), not {value}")
+        if not 10 <= self.eval_samples <= 50000:  # k-NN precision/recall and KID need a few samples
+            raise ConfigError(f"--eval-samples must be between 10 and 50000, not {self.eval_samples}")
         if self.time_budget_seconds is not None and self.time_budget_seconds <= 0:
             raise ConfigError(f"--time-budget-seconds must be positive, not {self.time_budget_seconds}")
         if (self.architecture or RECIPES[self.recipe].architecture) != "dense" and self.image_size % 4:
             raise ConfigError(f"--image-size must be divisible by 4 for dcgan, not {self.image_size}")
+        if self.cpu_logical_devices < 0:
+            raise ConfigError(f"--cpu-logical-devices must be 0 or more, not {self.cpu_logical_devices}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be 0..65535, not {self.port}")
+        self.validate_security(self.host)
         return self
 
     def resolved(self, dataset_size: int) -> "TrainerConfig":

@@ -204,6 +204,39 @@ def load_dataset(spec: str, image_size: int = 28, channels: int | None = None,
     return dataset
 
 
+def load_test_split(spec: str, allow_download: bool = True) -> tuple[Dataset, Dataset]:
+    """The labelled (train, test) splits of a dataset, for the quality judge.
+
+    Only MNIST, Fashion-MNIST and IDX folders that hold t10k files have a test split; anything else
+    raises DatasetError saying so.
+    """
+    builtin = spec.strip().lower().replace("-", "_")
+    if builtin in ("fashion_mnist", "mnist"):
+        slug = "fashion-mnist" if builtin == "fashion_mnist" else "mnist"
+        class_names = FASHION_MNIST_CLASSES if builtin == "fashion_mnist" else MNIST_CLASSES
+        folders = [folder for folder in (DEBIAN_DATASETS / slug, KERAS_CACHE / slug) if _has_split(folder, "t10k")]
+        if folders:
+            return (load_idx_folder(folders[0], builtin, "train", class_names),
+                    load_idx_folder(folders[0], builtin, "t10k", class_names))
+        if not allow_download:
+            raise DatasetError(f"no {builtin} test split found locally and downloads are off")
+        import keras
+
+        (train_x, train_y), (test_x, test_y) = getattr(keras.datasets, builtin).load_data()
+        return (Dataset(builtin, train_x[..., None], train_y.astype(np.int64), class_names),
+                Dataset(builtin, test_x[..., None], test_y.astype(np.int64), class_names))
+    folder = Path(spec).expanduser()
+    if folder.is_dir() and _has_split(folder, "train") and _has_split(folder, "t10k"):
+        return load_idx_folder(folder, split="train"), load_idx_folder(folder, split="t10k")
+    raise DatasetError(f"dataset {spec!r} has no labelled test split (needs train-* and t10k-* IDX image "
+                       "and label files, as MNIST and Fashion-MNIST ship)")
+
+
+def _has_split(folder: Path, split: str) -> bool:
+    return folder.is_dir() and all(any(path.name.startswith(split) for path in folder.glob(pattern))
+                                   for pattern in ("*images-idx3-ubyte*", "*labels-idx1-ubyte*"))
+
+
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     channels = images.shape[-1]
     resized = [np.asarray(Image.fromarray(image[..., 0] if channels == 1 else image)

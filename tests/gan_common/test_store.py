@@ -50,7 +50,19 @@ def test_metadata_round_trip_and_defaults(tmp_path):
     (json.dumps({**VALID, "artifact_format": "onnx"}), "artifact_format"),
     (json.dumps({**VALID, "latent_dim": -3}), "positive"),
     (json.dumps({**VALID, "artifact_path": "../../etc/passwd"}), "inside the version folder"),
+    (json.dumps({**VALID, "scores": {"fid": "low"}}), "scores must map names to numbers"),
 ])
 def test_bad_metadata_is_refused_with_a_reason(body, message):
     with pytest.raises(store.MetadataError, match=message):
         store.ModelMetadata.from_json(body, version=1)
+
+
+def test_write_scores_adds_to_metadata_atomically_and_keeps_the_rest(tmp_path):
+    folder = make_version(tmp_path, "4", {**VALID, "dataset": "fashion_mnist", "note": "kept"})
+    store.write_scores(tmp_path, 4, {"fid": 12.5}, extra={"judge_version": "abc"})
+    updated = store.write_scores(tmp_path, 4, {"kid_mean": 0.01})
+    assert updated.scores == {"fid": 12.5, "kid_mean": 0.01}
+    again = store.read_metadata(tmp_path, 4)
+    assert again == updated and again.dataset == "fashion_mnist"
+    assert again.extra == {"note": "kept", "judge_version": "abc"}
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json"]  # no temporary left behind
