@@ -1,6 +1,8 @@
 """Client for the GAN services: `from client import SamplerClient`. Imports no TensorFlow."""
 
-from client.client import GenerateResult, ModelInfo, SamplerClient, TrainerClient, TrainerStatus
+from client.client import (Checkpointed, Credentials, GenerateResult, ModelInfo, SamplerClient, TrainerClient,
+                           TrainerStatus, VersionInfo)
 from client.errors import GanServiceError
 
-__all__ = ["GanServiceError", "GenerateResult", "ModelInfo", "SamplerClient", "TrainerClient", "TrainerStatus"]
+__all__ = ["Checkpointed", "Credentials", "GanServiceError", "GenerateResult", "ModelInfo", "SamplerClient",
+           "TrainerClient", "TrainerStatus", "VersionInfo"]

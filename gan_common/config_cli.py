@@ -93,7 +93,7 @@ def parse_config(cls: type[ConfigT], argv: Sequence[str] | None, env_prefix: str
             kind, nullable = _base_type(hints[field.name])
             value = _convert(environ[env_name], kind, nullable, env_name)
             choices = field.metadata.get("choices")
-            if choices and value not in choices:
+            if choices and value is not None and value not in choices:
                 raise ConfigError(f"{env_name}: {value!r} is not one of {', '.join(map(str, choices))}")
             values[field.name] = value
     return cls(**values)
