@@ -140,3 +140,15 @@ def test_conditional_needs_labels_and_a_dcgan(tmp_path, fashion_mnist_dir):
                 ProgressTracker(), threading.Event())
     with pytest.raises(ConfigError, match="needs a dcgan architecture"):
         TrainerConfig(recipe="seed-dense", conditional=True).resolved(1000)
+
+
+@pytest.mark.parametrize("flags", [{"jit_compile": True}, {"mixed_precision": True, "recipe": "seed-dense"}])
+def test_xla_and_mixed_precision_train_and_publish_float32_generators(tmp_path, fashion_mnist_dir, flags):
+    import tensorflow as tf
+
+    trainer = run_trainer(tiny_config(tmp_path, steps=2, publish_every=2, **flags))
+    if flags.get("mixed_precision"):
+        assert trainer.training.generator.dtype_policy.name == "mixed_float16"
+    served = tf.saved_model.load(str(tmp_path / "models" / "2" / "saved_model"))
+    images = served.serve(tf.zeros([2, 100]))
+    assert images.dtype == tf.float32 and images.shape == (2, 28, 28, 1)
