@@ -223,7 +223,7 @@ class Trainer:
         step = start
         while True:
             stop, checkpoint_now = self._control_decisions(step, deadline)
-            if checkpoint_now:
+            if checkpoint_now and self.step > 0:  # at step 0 (random weights) it waits for the first step
                 self.publish(losses)
                 self.control.answer_checkpoint_requests(Published(self.step, self.last_published))
             if stop or step >= total:

@@ -169,3 +169,14 @@ def test_xla_and_mixed_precision_train_and_publish_float32_generators(tmp_path, 
     served = tf.saved_model.load(str(tmp_path / "models" / "2" / "saved_model"))
     images = served.serve(tf.zeros([2, 100]))
     assert images.dtype == tf.float32 and images.shape == (2, 28, 28, 1)
+
+
+def test_checkpoint_request_before_the_first_step_is_carried_out_after_it(tmp_path, fashion_mnist_dir):
+    from trainer_service.control import ControlRequests, Published
+
+    stop = threading.Event()
+    control = ControlRequests(stop, publish_every=4)
+    answer = control.request_checkpoint()  # waiting when the loop starts, at step 0
+    Trainer(tiny_config(tmp_path, steps=2, publish_every=100), ProgressTracker(), stop, control).run()
+    assert answer.result(timeout=0) == Published(1, 1)  # never a models/0 of random weights
+    assert store_layout.list_versions(tmp_path) == [1, 2]
