@@ -43,7 +43,7 @@ class TrainerConfig(ServerSecurity):
     label_smoothing: float | None = option(None, "one-sided label smoothing: real target 1 - this "
                                                  "(default 0.1, seeds 0)")
     ema_decay: float | None = option(None, "decay of the generator weights' moving average that is "
-                                           "published; 0 publishes the raw generator (default 0.999, seeds 0)")
+                                           "published; 0 publishes the raw generator (default 0.99, seeds 0)")
     steps: int | None = option(None, "training steps in all (default: the recipe's length: default 20 "
                                      "epochs, seed-dcgan 50 epochs, seed-dense 10000 iterations)")
     time_budget_seconds: float | None = option(None, "stop (checkpoint and publish) after this much "

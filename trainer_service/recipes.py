@@ -3,7 +3,8 @@
 `seed-dcgan` and `seed-dense` are the tutorials exactly. `default` is ours, chosen by measurement with
 bench/quality.py (README shows the figures): the textbook DCGAN settings of Radford et al. (Adam 2e-4,
 beta_1 0.5, batch 64), one-sided label smoothing (Salimans et al. 2016), and an exponential moving
-average of the generator's weights for serving.
+average of the generator's weights for serving (decay 0.99: in 15 minutes it beat both 0.999 and the raw
+generator).
 """
 
 from __future__ import annotations
@@ -39,5 +40,5 @@ RECIPES: dict[str, Recipe] = {
                          ema_decay=0.0, epochs=None, iterations=10000),
     "default": Recipe("default", "dcgan", latent_dim=100, batch_size=64, generator_lr=2e-4,
                       discriminator_lr=2e-4, beta_1=0.5, beta_2=0.999, label_smoothing=0.1,
-                      ema_decay=0.999, epochs=20, iterations=None),
+                      ema_decay=0.99, epochs=20, iterations=None),
 }

@@ -107,7 +107,7 @@ def test_seed_recipes_follow_the_tutorials_and_flags_override():
         "dense", 64, 2e-4, 0.5, 10000)
     ours = TrainerConfig().resolved(60000)
     assert (ours.recipe, ours.batch_size, ours.beta_1, ours.label_smoothing, ours.ema_decay) == (
-        "default", 64, 0.5, 0.1, 0.999)
+        "default", 64, 0.5, 0.1, 0.99)
     custom = TrainerConfig(recipe="seed-dcgan", batch_size=16, steps=5, ema_decay=0.9).resolved(100)
     assert (custom.batch_size, custom.steps, custom.ema_decay, custom.generator_lr) == (16, 5, 0.9, 1e-4)
 
