@@ -42,6 +42,15 @@ def _request_fields(request: Message) -> str:
     return " ".join(f"{field.name}={value}" for field, value in request.ListFields())
 
 
+def _failure_status(method: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status a failed handler answers: a RequestError's own, or INTERNAL (logged with its traceback;
+    call from the except block)."""
+    if isinstance(error, sampling.RequestError):
+        return error.code, error.message
+    logger.exception("%s failed", method)
+    return grpc.StatusCode.INTERNAL, f"internal error in {method}; the server log has the details"
+
+
 def _observed(method: str) -> Callable:
     """Counts, times and logs a unary handler; turns RequestError into its status."""
     def decorate(handler: Callable) -> Callable:
@@ -51,13 +60,9 @@ def _observed(method: str) -> Callable:
             try:
                 response = handler(self, request, context)
                 return response
-            except sampling.RequestError as error:
-                code = error.code
-                context.abort(error.code, error.message)
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                logger.exception("%s failed", method)
-                context.abort(code, f"internal error in {method}; the server log has the details")
+            except Exception as error:
+                code, message = _failure_status(method, error)
+                context.abort(code, message)
             finally:
                 self._finish(method, code, started, request, context, response)
         return wrapper
@@ -73,16 +78,12 @@ def _observed_stream(method: str) -> Callable:
             try:
                 for last in handler(self, request, context):
                     yield last
-            except sampling.RequestError as error:
-                code = error.code
-                context.abort(error.code, error.message)
             except GeneratorExit:  # the caller went away
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                logger.exception("%s failed", method)
-                context.abort(code, f"internal error in {method}; the server log has the details")
+            except Exception as error:
+                code, message = _failure_status(method, error)
+                context.abort(code, message)
             finally:
                 self._finish(method, code, started, request, context, last)
         return wrapper

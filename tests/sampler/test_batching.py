@@ -1,5 +1,6 @@
 """The batcher and the fixed-shape forward pass, in-process with real published generators."""
 
+import contextlib
 import time
 
 import numpy as np
@@ -14,6 +15,16 @@ from trainer_service.data import FASHION_MNIST_CLASSES
 
 LONG_DELAY = 30.0  # a batch can then only fire because it is full: no timing in these tests
 ARCHITECTURES = [("dcgan", ()), ("dense", ()), ("resize-dcgan", ()), ("dcgan", FASHION_MNIST_CLASSES)]
+
+
+@contextlib.contextmanager
+def running(batcher: Batcher):
+    """A started batcher, stopped when the block ends."""
+    batcher.start()
+    try:
+        yield batcher
+    finally:
+        batcher.stop()
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +64,7 @@ def test_an_image_does_not_depend_on_its_batch_mates_or_position(models, index):
 
 def test_concurrent_requests_share_one_forward_pass_with_unchanged_images(models):
     model, metrics = models[0], SamplerMetrics()
-    batcher = Batcher(16, LONG_DELAY, 1024, metrics)
-    batcher.start()
-    try:
+    with running(Batcher(16, LONG_DELAY, 1024, metrics)) as batcher:
         seeds_counts = [(1, 4), (2, 4), (3, 3), (4, 5)]  # 16 images: the batch fires when full
         jobs = [batcher.submit(model, latents_for_seed(seed, count, 100), None) for seed, count in seeds_counts]
         for job, (seed, count) in zip(jobs, seeds_counts):
@@ -64,56 +73,40 @@ def test_concurrent_requests_share_one_forward_pass_with_unchanged_images(models
         assert metric(metrics, "gan_sampler_batch_requests_count") == 1
         assert metric(metrics, "gan_sampler_batch_requests_sum") == 4
         assert metric(metrics, "gan_sampler_images_generated_total", version="1") == 16
-    finally:
-        batcher.stop()
 
 
 def test_a_request_above_the_batch_size_is_split_and_its_tail_does_not_wait(models):
     model, metrics = models[3], SamplerMetrics()
-    batcher = Batcher(16, LONG_DELAY, 1024, metrics)
-    batcher.start()
-    try:
+    with running(Batcher(16, LONG_DELAY, 1024, metrics)) as batcher:
         latents, labels = latents_for_seed(5, 40, 100), labels_for(model, 40)
         pixels = batcher.result(batcher.submit(model, latents, labels), timeout=60)
         np.testing.assert_array_equal(pixels, run_padded(model, latents, labels, 16))
         assert metric(metrics, "gan_sampler_batch_size_images_count") == 3  # 16 + 16 + 8
-    finally:
-        batcher.stop()
 
 
 def test_two_batch_threads_give_the_same_images(models):
     model, metrics = models[3], SamplerMetrics()
-    batcher = Batcher(16, 0.002, 1024, metrics, threads=2)
-    batcher.start()
-    try:
+    with running(Batcher(16, 0.002, 1024, metrics, threads=2)) as batcher:
         requests = [(seed, count, labels_for(model, count, seed)) for seed, count in [(1, 40), (2, 3), (3, 21)]]
         jobs = [batcher.submit(model, latents_for_seed(seed, count, 100), labels) for seed, count, labels in requests]
         for job, (seed, count, labels) in zip(jobs, requests):
             np.testing.assert_array_equal(batcher.result(job, timeout=60),
                                           run_padded(model, latents_for_seed(seed, count, 100), labels, 16))
-    finally:
-        batcher.stop()
 
 
 def test_without_merging_each_request_gets_its_own_pass(models):
     model, metrics = models[0], SamplerMetrics()
-    batcher = Batcher(16, LONG_DELAY, 1024, metrics, merge=False)
-    batcher.start()
-    try:
+    with running(Batcher(16, LONG_DELAY, 1024, metrics, merge=False)) as batcher:
         jobs = [batcher.submit(model, latents_for_seed(seed, 4, 100), None) for seed in range(4)]
         for seed, job in enumerate(jobs):
             np.testing.assert_array_equal(batcher.result(job, timeout=60),
                                           run_padded(model, latents_for_seed(seed, 4, 100), None, 16))
         assert metric(metrics, "gan_sampler_batch_requests_count") == 4
-    finally:
-        batcher.stop()
 
 
 def test_a_full_queue_refuses_at_once_and_expired_or_cancelled_jobs_are_not_computed(models):
     model, metrics = models[0], SamplerMetrics()
-    batcher = Batcher(16, LONG_DELAY, 16, metrics)
-    batcher.start()
-    try:
+    with running(Batcher(16, LONG_DELAY, 16, metrics)) as batcher:
         waiting = batcher.submit(model, latents_for_seed(3, 10, 100), None)
         with pytest.raises(Overloaded) as error:
             batcher.submit(model, latents_for_seed(4, 7, 100), None)
@@ -132,8 +125,6 @@ def test_a_full_queue_refuses_at_once_and_expired_or_cancelled_jobs_are_not_comp
         assert metric(metrics, "gan_sampler_images_generated_total", version="1") == 16
         assert metric(metrics, "gan_sampler_expired_requests_total") == 2
         assert batcher.queued_images == 0
-    finally:
-        batcher.stop()
 
 
 def test_stop_fails_what_is_still_queued(models):
