@@ -40,20 +40,6 @@ FORMATS = {"png": sampler_pb2.IMAGE_FORMAT_PNG, "raw": sampler_pb2.IMAGE_FORMAT_
 LIMIT_BATCHES = (1, 4, 8, 16, 32, 64, 128, 256)
 
 
-def publish_fresh_generator(store: Path, architecture: str = "dcgan") -> None:
-    import keras
-
-    from trainer_service.models import ARCHITECTURES, build_pair
-    from trainer_service.publish import publish_version, utc_now_iso
-
-    keras.utils.set_random_seed(0)
-    generator, _ = build_pair(ARCHITECTURES[architecture], 100, (28, 28, 1), 0)
-    metadata = store_layout.ModelMetadata(latent_dim=100, artifact_path="saved_model", artifact_format="saved_model",
-                                          model_version=1, training_step=1, image_shape=(28, 28, 1),
-                                          dataset="none", architecture=architecture, published_at=utc_now_iso())
-    publish_version(store, 1, generator, metadata, grid_size=2)
-
-
 def forward_pass_figures(store: Path, version: int, batches: list[int], repeats: int) -> dict[int, float]:
     """Seconds per forward pass at each batch size (best of `repeats`, after a warm-up)."""
     from gan_common.images import latents_for_seed
@@ -183,7 +169,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sampler-load-") as scratch:
         store = args.store or Path(scratch) / "store"
         if args.store is None:
-            publish_fresh_generator(store)
+            from trainer_service.publish import publish_untrained_generator
+
+            publish_untrained_generator(store, 1)
         version = store_layout.latest_version(store)
         if version is None:
             raise SystemExit(f"error: no published version in {store}")

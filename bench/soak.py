@@ -38,11 +38,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.sampler_load import FORMATS, publish_fresh_generator, start_server, wait_until_serving  # noqa: E402
+from bench.sampler_load import FORMATS, start_server, wait_until_serving  # noqa: E402
 from gan_common import store as store_layout  # noqa: E402
 from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc  # noqa: E402
 from trainer_service.progress import resident_memory_bytes  # noqa: E402
-from trainer_service.publish import publish_copy  # noqa: E402
+from trainer_service.publish import publish_copy, publish_untrained_generator  # noqa: E402
 
 OVERLOAD = "RESOURCE_EXHAUSTED"
 OVERLOAD_BACKOFF_SECONDS = 0.05  # a shed call comes back at once; a client waits a little before trying again
@@ -109,7 +109,7 @@ def prepare_store(store: Path, source_store: Path | None, architecture: str, ver
     """Versions 1..`versions` of the scratch store: a fresh untrained generator, or the newest version of
     `source_store`, and copies of it."""
     if source_store is None:
-        publish_fresh_generator(store, architecture)
+        publish_untrained_generator(store, 1, architecture)
     else:
         newest = store_layout.latest_version(source_store)
         if newest is None:

@@ -13,6 +13,7 @@ import grpc  # noqa: E402
 import pytest  # noqa: E402
 
 from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc  # noqa: E402
+from trainer_service.publish import publish_untrained_generator as publish_tiny_generator  # noqa: E402,F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -30,25 +31,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def publish_tiny_generator(store: Path, version: int, architecture: str = "dcgan", seed: int = 0,
-                           class_names: tuple[str, ...] = ()) -> Path:
-    """Publishes an untrained generator as the trainer would (real SavedModel, real metadata);
-    class-conditional when class_names are given."""
-    import keras
-
-    from gan_common.store import ModelMetadata
-    from trainer_service.models import ARCHITECTURES, build_pair
-    from trainer_service.publish import publish_version, utc_now_iso
-
-    keras.utils.set_random_seed(seed)
-    generator, _ = build_pair(ARCHITECTURES[architecture], 100, (28, 28, 1), len(class_names))
-    metadata = ModelMetadata(latent_dim=100, artifact_path="saved_model", artifact_format="saved_model",
-                             model_version=version, training_step=version, image_shape=(28, 28, 1),
-                             dataset="test", architecture=architecture, published_at=utc_now_iso(),
-                             num_classes=len(class_names), class_names=class_names)
-    return publish_version(store, version, generator, metadata, grid_size=2)
 
 
 @pytest.fixture

@@ -101,5 +101,21 @@ def publish_copy(source: Path, store: Path, version: int) -> Path:
     return store_layout.version_dir(store, version)
 
 
+def publish_untrained_generator(store: Path, version: int, architecture: str = "dcgan", seed: int = 0,
+                                class_names: tuple[str, ...] = ()) -> Path:
+    """Publishes a freshly initialised 28x28x1 generator exactly as the trainer publishes (real SavedModel,
+    real metadata), class-conditional when class_names are given: for tests and benchmarks, where the cost
+    and the plumbing matter and the weights do not."""
+    from trainer_service.models import ARCHITECTURES, build_pair
+
+    keras.utils.set_random_seed(seed)
+    generator, _ = build_pair(ARCHITECTURES[architecture], 100, (28, 28, 1), len(class_names))
+    metadata = store_layout.ModelMetadata(
+        latent_dim=100, artifact_path="saved_model", artifact_format="saved_model", model_version=version,
+        training_step=version, image_shape=(28, 28, 1), dataset="untrained", architecture=architecture,
+        published_at=utc_now_iso(), num_classes=len(class_names), class_names=class_names)
+    return publish_version(store, version, generator, metadata, grid_size=2)
+
+
 def utc_now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
