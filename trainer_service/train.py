@@ -121,7 +121,12 @@ class Trainer:
                                                   max_to_keep=cfg.keep_checkpoints)
         latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
         if latest:
-            self.training.checkpoint().restore(latest).assert_existing_objects_matched()
+            try:
+                self.training.checkpoint().restore(latest).assert_existing_objects_matched()
+            except AssertionError as error:  # e.g. EMA switched on, or a store from an older trainer
+                raise ConfigError(
+                    f"{latest} does not fit this run's model ({str(error).split('. ')[0]}); resume with the "
+                    "settings it was trained with, or use another --store to start afresh") from error
             logger.info("resumed from %s at step %d", latest, self.step)
         else:
             logger.info("no checkpoint in %s: starting at step 0 with seed %d", self.checkpoint_dir, seed)

@@ -180,3 +180,9 @@ def test_checkpoint_request_before_the_first_step_is_carried_out_after_it(tmp_pa
     Trainer(tiny_config(tmp_path, steps=2, publish_every=100), ProgressTracker(), stop, control).run()
     assert answer.result(timeout=0) == Published(1, 1)  # never a models/0 of random weights
     assert store_layout.list_versions(tmp_path) == [1, 2]
+
+
+def test_a_checkpoint_of_another_model_is_one_clear_error(tmp_path, fashion_mnist_dir):
+    run_trainer(tiny_config(tmp_path, recipe="seed-dcgan", steps=2))  # no EMA generator in its checkpoint
+    with pytest.raises(ConfigError, match=r"ckpt-2 does not fit this run's model \(Found \d+ Python objects"):
+        Trainer(tiny_config(tmp_path, recipe="default", steps=4), ProgressTracker(), threading.Event())
