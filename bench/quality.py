@@ -31,12 +31,13 @@ METRICS = [("steps", "steps", "{:.0f}"), ("fid", "FID", "{:.3f}"), ("kid_mean", 
 
 
 def parse_variant(text: str) -> tuple[str, str, list[str]]:
-    """'default:ema_decay=0,batch_size=32' -> (label, recipe, trainer flags)."""
+    """'default:ema_decay=0,batch_size=32,jit_compile' -> (label, recipe, trainer flags); a name without a
+    value is a switch (--jit-compile)."""
     recipe, _, overrides = text.partition(":")
     flags = []
     for item in filter(None, overrides.split(",")):
-        name, _, value = item.partition("=")
-        flags += [f"--{name.strip().replace('_', '-')}", value.strip()]
+        name, has_value, value = item.partition("=")
+        flags += [f"--{name.strip().replace('_', '-')}", *([value.strip()] if has_value else [])]
     return text, recipe, flags
 
 

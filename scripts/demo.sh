@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 STORE=${STORE:-demo-store}
-STEPS=${STEPS:-1200}
+STEPS=${STEPS:-4000}
 SAMPLER_PORT=${SAMPLER_PORT:-50051}
 TRAINER_PORT=${TRAINER_PORT:-50052}
 OUT=${OUT:-demo-output/grid.png}

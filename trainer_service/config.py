@@ -28,7 +28,7 @@ class TrainerConfig(ServerSecurity):
     recipe: str = option("default", "default (ours, measured best), seed-dcgan (seeds 003/004 exactly) or "
                                     "seed-dense (seeds 000/002 exactly); the flags below override its values",
                          choices=tuple(RECIPES))
-    architecture: str | None = option(None, "dcgan, resize-dcgan or dense (default: the recipe's)",
+    architecture: str | None = option(None, "dcgan, dcgan-k4, resize-dcgan or dense (default: the recipe's)",
                                       choices=tuple(ARCHITECTURES))
     conditional: bool = option(False, "train a class-conditional model on the dataset's labels, so Generate "
                                       "can ask for a class (dcgan architectures)")
@@ -64,7 +64,8 @@ class TrainerConfig(ServerSecurity):
                            choices=STRATEGIES)
     cpu_logical_devices: int = option(0, "split the CPU into N logical devices, e.g. to run --strategy mirrored "
                                          "without GPUs; 0: no split")
-    jit_compile: bool = option(False, "compile each replica's train step with XLA")
+    jit_compile: bool | None = option(None, "compile each replica's train step with XLA (default: the recipe's: "
+                                            "on for default, off for the seeds')")
     mixed_precision: bool = option(False, "float16 compute with float32 weights and loss scaling; for GPUs "
                                           "(much slower on CPUs); published generators stay float32")
     host: str = option("127.0.0.1", "address the Trainer gRPC service listens on (0.0.0.0 for all)")
@@ -114,7 +115,7 @@ class TrainerConfig(ServerSecurity):
         if steps is None:
             steps = recipe.iterations or recipe.epochs * (dataset_size // batch_size)  # type: ignore[operator]
         names = ("architecture", "latent_dim", "generator_lr", "discriminator_lr", "beta_1", "beta_2",
-                 "label_smoothing", "ema_decay")
+                 "label_smoothing", "ema_decay", "jit_compile")
         resolved = dataclasses.replace(self, batch_size=batch_size, steps=steps, **{n: pick(n) for n in names})
         if resolved.conditional and not ARCHITECTURES[resolved.architecture].discriminator_outputs_logits:
             raise ConfigError(f"--conditional needs a dcgan architecture, not {resolved.architecture!r}")

@@ -82,6 +82,11 @@ class Trainer:
         if self.config.batch_size % replicas:
             raise ConfigError(f"--batch-size {self.config.batch_size} must be divisible by the {replicas} replicas "
                               f"of --strategy {self.config.strategy}")
+        if replicas > 1 and not has_gpu() and self.config.jit_compile and config.jit_compile is None:
+            # XLA on CPU compiles a replica's step for CPU:0, and the replicas' variables (logical CPU devices)
+            # live elsewhere; the recipe's XLA is for one replica, --jit-compile still forces it.
+            logger.info("XLA off: %d replicas on CPU (the recipe's --jit-compile is for one replica)", replicas)
+            self.config = dataclasses.replace(self.config, jit_compile=False)
         self.run_description = self._describe()
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         _check_run_matches(self.checkpoint_dir, self.run_description)

@@ -101,15 +101,17 @@ def test_seed_recipes_follow_the_tutorials_and_flags_override():
     dcgan = TrainerConfig(recipe="seed-dcgan").resolved(60000)
     assert (dcgan.architecture, dcgan.batch_size, dcgan.generator_lr, dcgan.beta_1, dcgan.steps) == (
         "dcgan", 256, 1e-4, 0.9, 50 * 234)
-    assert (dcgan.label_smoothing, dcgan.ema_decay) == (0.0, 0.0)
+    assert (dcgan.label_smoothing, dcgan.ema_decay, dcgan.jit_compile) == (0.0, 0.0, False)
     dense = TrainerConfig(recipe="seed-dense").resolved(60000)
     assert (dense.architecture, dense.batch_size, dense.generator_lr, dense.beta_1, dense.steps) == (
         "dense", 64, 2e-4, 0.5, 10000)
     ours = TrainerConfig().resolved(60000)
-    assert (ours.recipe, ours.batch_size, ours.beta_1, ours.label_smoothing, ours.ema_decay) == (
-        "default", 64, 0.5, 0.1, 0.99)
-    custom = TrainerConfig(recipe="seed-dcgan", batch_size=16, steps=5, ema_decay=0.9).resolved(100)
-    assert (custom.batch_size, custom.steps, custom.ema_decay, custom.generator_lr) == (16, 5, 0.9, 1e-4)
+    assert (ours.recipe, ours.architecture, ours.batch_size, ours.beta_1, ours.label_smoothing, ours.ema_decay,
+            ours.jit_compile) == ("default", "dcgan-k4", 16, 0.5, 0.1, 0.999, True)
+    custom = TrainerConfig(recipe="seed-dcgan", batch_size=16, steps=5, ema_decay=0.9, jit_compile=True).resolved(100)
+    assert (custom.batch_size, custom.steps, custom.ema_decay, custom.generator_lr, custom.jit_compile) == (
+        16, 5, 0.9, 1e-4, True)
+    assert TrainerConfig(jit_compile=False).resolved(100).jit_compile is False
 
 
 @pytest.mark.parametrize("overrides, message", [
