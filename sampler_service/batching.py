@@ -1,12 +1,14 @@
 """Dynamic batching (NVIDIA Triton's dynamic batcher, TensorFlow Serving's batching parameters): requests
-queue here, and a worker thread runs them together in generator forward passes of one fixed shape.
+queue here, and a worker thread runs them together in generator forward passes of a few fixed shapes.
 
-Why one shape: CPU kernels (oneDNN) choose their blocking by batch size, so a latent computed in a
-batch of 8 may differ in the last bits from the same latent computed in a batch of 16, and after
-rounding to uint8 about 1 image in 300 differs in a pixel. At a fixed shape an image is bit-identical
-wherever it sits in the batch and whatever the other rows hold (measured on every architecture we
-build; tests/sampler/test_batching.py keeps checking it). So every pass runs at exactly
-`max_batch_size` rows, padded, and a request's images are the same alone or batched.
+Why fixed shapes: CPU kernels (oneDNN) choose their blocking and their split across threads by batch
+size, so a latent computed in a batch of 8 may differ in the last bits from the same latent computed in
+a batch of 16, and after rounding to uint8 about 1 image in 300 differs in a pixel. At a fixed shape an
+image is bit-identical wherever it sits in the batch and whatever the other rows hold (measured on every
+architecture we build; tests/sampler/test_batching.py keeps checking it). Loading a version finds the
+sizes (16, 32, ... up to `max_batch_size`) that compute every row exactly as 16 does
+(loading.verified_pass_shapes); every pass runs at one of them, padded, so a request's images are the
+same alone or batched, under light load (passes of 16) or heavy (passes of up to `max_batch_size`).
 
 Memory is bounded: at most `max_queued_images` images wait (beyond it, Overloaded at once); a request
 whose deadline passes or whose caller goes away is withdrawn before it is computed.
@@ -19,7 +21,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -46,11 +48,31 @@ class ShuttingDown(Exception):
     pass
 
 
-def run_padded(model: LoadedModel, latents: np.ndarray, labels: np.ndarray | None, rows: int) -> np.ndarray:
-    """uint8 images (N, H, W, C) for `latents`, computed in forward passes of exactly `rows` rows."""
+def pass_sizes(count: int, shapes: Sequence[int]) -> list[int]:
+    """Forward passes for `count` rows: the largest shape while it fills, then the passes that hold the
+    rest with the fewest padded rows (then the fewest passes)."""
+    largest, sizes = max(shapes), []
+    while count >= largest:
+        sizes.append(largest)
+        count -= largest
+    # best[n]: (rows computed, passes, sizes) for n rows; n < largest, so this table is small
+    best: list[tuple[int, int, list[int]]] = [(0, 0, [])]
+    for n in range(1, count + 1):
+        options = []
+        for shape in shapes:
+            rows, passes, rest = best[max(n - shape, 0)]
+            options.append((rows + shape, passes + 1, [shape, *rest]))
+        best.append(min(options, key=lambda option: option[:2]))
+    return sizes + sorted(best[count][2], reverse=True)
+
+
+def run_padded(model: LoadedModel, latents: np.ndarray, labels: np.ndarray | None,
+               shapes: int | Sequence[int]) -> np.ndarray:
+    """uint8 images (N, H, W, C) for `latents`, computed in forward passes of exactly one of `shapes` rows."""
     count = len(latents)
     images = np.empty((count, *model.image_shape), np.uint8)
-    for start in range(0, count, rows):
+    start = 0
+    for rows in pass_sizes(count, [shapes] if isinstance(shapes, int) else shapes):
         z = latents[start:start + rows]
         y = None if labels is None else labels[start:start + rows]
         real = len(z)
@@ -58,6 +80,7 @@ def run_padded(model: LoadedModel, latents: np.ndarray, labels: np.ndarray | Non
             z = np.concatenate([z, np.zeros((rows - real, z.shape[1]), z.dtype)])
             y = None if y is None else np.concatenate([y, np.zeros(rows - real, y.dtype)])
         images[start:start + real] = model.generate(z, y)[:real]
+        start += real
     return images
 
 
@@ -192,7 +215,9 @@ class Batcher:
                 head = self._queue[0]
                 if self._merge and not head.taken:  # the rest of a split request has waited already
                     fire_at = head.enqueued + self._delay
-                    if now < fire_at and self._rows_waiting_locked(head.model) < self.max_batch_size:
+                    # Full, or exactly a pass size (Triton's preferred_batch_size): no padding to save by waiting.
+                    shapes, waiting = self._shapes(head.model), self._rows_waiting_locked(head.model)
+                    if now < fire_at and waiting < shapes[-1] and waiting not in shapes:
                         self._cond.wait(fire_at - now)
                         continue
                 return head.model, self._take_locked(head.model)
@@ -205,12 +230,16 @@ class Batcher:
                                              "request reached the generator"))
             self._metrics.expired.inc()
 
+    def _shapes(self, model: LoadedModel) -> tuple[int, ...]:
+        """The model's verified forward-pass sizes up to max_batch_size (at least its smallest)."""
+        return tuple(s for s in model.pass_shapes if s <= self.max_batch_size) or model.pass_shapes[:1]
+
     def _rows_waiting_locked(self, model: LoadedModel) -> int:
         return sum(job.count - job.taken for job in self._queue if job.model is model)
 
     def _take_locked(self, model: LoadedModel) -> list[Part]:
         parts: list[Part] = []
-        room = self.max_batch_size
+        room = self._shapes(model)[-1]
         for job in list(self._queue):
             if room == 0 or (parts and not self._merge):
                 break
@@ -233,7 +262,7 @@ class Batcher:
             latents = np.concatenate([job.latents[start:stop] for job, start, stop in parts])
             labels = None if parts[0][0].labels is None else np.concatenate(
                 [job.labels[start:stop] for job, start, stop in parts])  # type: ignore[index]
-            pixels = run_padded(model, latents, labels, self.max_batch_size)
+            pixels = run_padded(model, latents, labels, self._shapes(model))
         except Exception as failure:  # every waiter must hear of it, or it would wait forever
             logger.exception("forward pass of version %d failed", model.version)
             error = failure

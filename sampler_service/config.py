@@ -24,8 +24,9 @@ class SamplerConfig(ServerSecurity):
     max_stream_count: int = option(100_000, "the most images one GenerateStream request may ask for")
     max_loaded_versions: int = option(3, "versions kept in memory: the newest ones, and those pinned lately")
     retry_failed_seconds: float = option(30.0, "wait before retrying a version that failed to load")
-    max_batch_size: int = option(16, "images per generator forward pass; every pass runs at exactly this "
-                                     "shape (padded), so an image never depends on its batch-mates")
+    max_batch_size: int = option(256, "most images per generator forward pass; passes run at 16, 32, ... up "
+                                      "to this (padded), at the sizes that give the same images as 16 on "
+                                      "this machine, so an image never depends on its batch-mates")
     max_queue_delay_ms: float = option(2.0, "how long the first request of a batch waits for others to fill it")
     batch_threads: int = option(1, "forward passes that may run at once (each on its own thread)")
     batching: bool = option(True, "merge concurrent requests into shared forward passes (off: one request "

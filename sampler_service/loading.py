@@ -26,6 +26,8 @@ class LoadedModel:
     metadata: store_layout.ModelMetadata
     image_shape: tuple[int, int, int]
     forward: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+    # Forward-pass sizes whose images are bit-identical to the smallest one's (see verified_pass_shapes).
+    pass_shapes: tuple[int, ...] = (16,)
 
     @property
     def latent_dim(self) -> int:
@@ -82,8 +84,49 @@ def _keras_forward(path: Path, latent_dim: int) -> Forward:
     return forward
 
 
-def load_version(store: Path, version: int) -> LoadedModel:
-    """Reads metadata, loads the artifact and runs one warm-up image through it."""
+def candidate_pass_shapes(max_batch_size: int, base: int = 16) -> tuple[int, ...]:
+    """16, 32, 64, ... up to max_batch_size, and max_batch_size itself."""
+    base = min(base, max_batch_size)
+    shapes = {max_batch_size}
+    while base < max_batch_size:
+        shapes.add(base)
+        base *= 2
+    return tuple(sorted(shapes))
+
+
+def verified_pass_shapes(forward: Forward, latent_dim: int, num_classes: int,
+                         candidates: tuple[int, ...]) -> tuple[int, ...]:
+    """The candidates whose forward passes compute every row exactly as the smallest shape does.
+
+    CPU kernels split a batch across threads and SIMD blocks by its size, so a row's float result may
+    depend on the batch size, and on this machine's core count. For each candidate, probe latents
+    computed at that size are compared bit for bit, in every row position, with the same latents computed
+    at the smallest size. A kernel's arithmetic does not depend on the values, so equal floats here mean
+    the same arithmetic for any latents: such shapes can be mixed freely and an image still never
+    depends on its batch-mates or the load.
+    """
+    base, top = candidates[0], candidates[-1]
+    latents = image_utils.latents_for_seed(2**31 - 1, top, latent_dim)
+    labels = np.arange(top, dtype=np.int32) % num_classes if num_classes else None
+
+    def run(rows: int, shape: int) -> np.ndarray:
+        outputs = []
+        for start in range(0, rows, shape):
+            z = latents[start:start + shape]
+            y = None if labels is None else labels[start:start + shape]
+            if len(z) < shape:
+                z = np.concatenate([z, np.zeros((shape - len(z), latent_dim), z.dtype)])
+                y = None if y is None else np.concatenate([y, np.zeros(shape - len(y), y.dtype)])
+            outputs.append(forward(z, y))
+        return np.concatenate(outputs)[:rows]
+
+    reference = run(top, base)
+    return (base, *(shape for shape in candidates[1:] if np.array_equal(run(shape, shape), reference[:shape])))
+
+
+def load_version(store: Path, version: int, max_batch_size: int = 16) -> LoadedModel:
+    """Reads metadata, loads the artifact, runs one warm-up image through it and finds which forward-pass
+    sizes up to max_batch_size it may use."""
     try:
         metadata = store_layout.read_metadata(store, version)
     except store_layout.MetadataError as error:
@@ -105,4 +148,9 @@ def load_version(store: Path, version: int) -> LoadedModel:
     image_shape = tuple(int(x) for x in warm.shape[1:])
     if metadata.image_shape is not None and tuple(metadata.image_shape) != image_shape:
         raise LoadError(f"{path} makes images of shape {image_shape}, metadata.json says {metadata.image_shape}")
-    return LoadedModel(version, metadata, image_shape, forward)  # type: ignore[arg-type]
+    candidates = candidate_pass_shapes(max_batch_size)
+    shapes = verified_pass_shapes(forward, metadata.latent_dim, metadata.num_classes, candidates)
+    if shapes != candidates:
+        logger.info("version %d: forward passes of %s rows would change images on this machine; using %s",
+                    version, ", ".join(str(s) for s in candidates if s not in shapes), ", ".join(map(str, shapes)))
+    return LoadedModel(version, metadata, image_shape, forward, shapes)  # type: ignore[arg-type]

@@ -29,11 +29,12 @@ class SamplerMetrics:
         self.latency = Histogram("gan_sampler_request_latency_seconds", "RPC latency, arrival to last byte",
                                  ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_images = Histogram("gan_sampler_batch_size_images",
-                                      "Images per generator forward pass (padding excluded)",
+                                      "Images per batch: requests run together, in one or more forward passes "
+                                      "(padding excluded)",
                                       buckets=BATCH_BUCKETS, registry=r)
-        self.batch_requests = Histogram("gan_sampler_batch_requests", "Requests sharing one forward pass",
+        self.batch_requests = Histogram("gan_sampler_batch_requests", "Requests sharing one batch",
                                         buckets=BATCH_BUCKETS, registry=r)
-        self.forward_seconds = Histogram("gan_sampler_forward_seconds", "Duration of one forward pass",
+        self.forward_seconds = Histogram("gan_sampler_forward_seconds", "Duration of one batch's forward passes",
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.images = Counter("gan_sampler_images_generated", "Images made by forward passes",
                               ["version"], registry=r)

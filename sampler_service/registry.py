@@ -50,8 +50,9 @@ class VersionState:
 
 class ModelRegistry:
     def __init__(self, store: Path, max_loaded: int = 3, retry_failed_seconds: float = 30.0,
-                 on_serving: Callable[[LoadedModel], None] | None = None) -> None:
+                 on_serving: Callable[[LoadedModel], None] | None = None, max_batch_size: int = 16) -> None:
         self.store = Path(store)
+        self._max_batch_size = max_batch_size
         self._max_loaded = max_loaded
         self._retry_failed_seconds = retry_failed_seconds
         self._on_serving = on_serving
@@ -86,7 +87,7 @@ class ModelRegistry:
                     return self._loaded[version]
             started = time.perf_counter()
             try:
-                model = load_version(self.store, version)
+                model = load_version(self.store, version, self._max_batch_size)
             except LoadError as error:
                 first_failure = version not in self._failed
                 self._failed[version] = (time.monotonic(), str(error))
@@ -94,8 +95,9 @@ class ModelRegistry:
                     logger.warning("version %d cannot be served, skipping it: %s", version, error)
                 raise
             self._failed.pop(version, None)
-            logger.info("loaded version %d (%s, images %s) in %.1fs", version, model.metadata.architecture or
-                        model.metadata.artifact_format, model.image_shape, time.perf_counter() - started)
+            logger.info("loaded version %d (%s, images %s, forward passes of %s) in %.1fs", version,
+                        model.metadata.architecture or model.metadata.artifact_format, model.image_shape,
+                        "/".join(map(str, model.pass_shapes)), time.perf_counter() - started)
             with self._lock:
                 self._loaded[version] = model
                 self._in_flight[version] += lease

@@ -33,7 +33,8 @@ class SamplerServer:
         self.health = health.HealthServicer()
         self.metrics = SamplerMetrics()
         self.registry = ModelRegistry(Path(config.store), config.max_loaded_versions,
-                                      config.retry_failed_seconds, on_serving=lambda _: self._set_serving())
+                                      config.retry_failed_seconds, on_serving=lambda _: self._set_serving(),
+                                      max_batch_size=config.max_batch_size)
         self.batcher = Batcher(config.max_batch_size, config.max_queue_delay_ms / 1000, config.max_queued_images,
                                self.metrics, merge=config.batching, threads=config.batch_threads)
         self.metrics.queue_depth.set_function(lambda: self.batcher.queued_images)

@@ -194,7 +194,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
         with self._lease(params.version) as model:
             labels = sampling.resolve_labels(request, params.seed, params.count, model.version,
                                              model.metadata.num_classes, model.metadata.class_names)
-            piece = self._batcher.max_batch_size
+            piece = model.pass_shapes[0]  # the smallest pass: the first images come soonest
             sampling.check_response_size(min(piece, params.count), model.image_shape,
                                          self._config.max_message_bytes, False)
             pieces = image_utils.latent_batches(params.seed, params.count, model.latent_dim, piece)

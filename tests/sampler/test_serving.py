@@ -206,7 +206,8 @@ def test_newest_versions_are_kept_loaded_pins_load_older_ones_and_scores_show_up
 
 
 def test_overload_is_refused_at_once_with_resource_exhausted(start_sampler, store):
-    server, stub = start_sampler(store, max_count=16, max_queued_images=16, max_queue_delay_ms=FULL_BATCH_ONLY)
+    server, stub = start_sampler(store, max_count=16, max_queued_images=16, max_batch_size=16,
+                                 max_queue_delay_ms=FULL_BATCH_ONLY)
     wait_for_version(stub, 2)
     first = stub.Generate.future(sampler_pb2.GenerateRequest(count=10, seed=1, model_version=1), timeout=120)
     wait_until(lambda: server.batcher.queued_images == 10, "the first request to queue")
@@ -274,7 +275,7 @@ def test_prometheus_metrics_ready_live_and_debug_log_lines(start_sampler, tmp_pa
     assert samples[("gan_sampler_requests_total", (("code", "OK"), ("method", "Generate")))] == 1
     assert samples[("gan_sampler_requests_total", (("code", "INVALID_ARGUMENT"), ("method", "Generate")))] == 1
     assert samples[("gan_sampler_images_generated_total", (("version", "1"),))] == 20
-    assert samples[("gan_sampler_batch_size_images_count", ())] == 2  # 16 + 4
+    assert samples[("gan_sampler_batch_size_images_count", ())] == 1  # one batch of 20 (passes of 16 + 16)
     assert samples[("gan_sampler_loaded_versions", ())] == 1 and samples[("gan_sampler_serving_version", ())] == 1
     assert ("gan_sampler_request_latency_seconds_count", (("method", "Generate"),)) in samples
     assert samples[("gan_sampler_queue_depth_images", ())] == 0
