@@ -127,7 +127,7 @@ def test_invalid_settings_are_config_errors(overrides, message):
 
 def test_resuming_with_another_architecture_is_refused(tmp_path, fashion_mnist_dir):
     run_trainer(tiny_config(tmp_path, steps=2))
-    with pytest.raises(ConfigError, match="architecture 'dcgan' -> 'dense'"):
+    with pytest.raises(ConfigError, match="architecture 'dcgan-k4' -> 'dense'"):
         Trainer(tiny_config(tmp_path, steps=4, recipe="seed-dense"), ProgressTracker(), threading.Event())
 
 
@@ -187,4 +187,5 @@ def test_checkpoint_request_before_the_first_step_is_carried_out_after_it(tmp_pa
 def test_a_checkpoint_of_another_model_is_one_clear_error(tmp_path, fashion_mnist_dir):
     run_trainer(tiny_config(tmp_path, recipe="seed-dcgan", steps=2))  # no EMA generator in its checkpoint
     with pytest.raises(ConfigError, match=r"ckpt-2 does not fit this run's model \(Found \d+ Python objects"):
-        Trainer(tiny_config(tmp_path, recipe="default", steps=4), ProgressTracker(), threading.Event())
+        Trainer(tiny_config(tmp_path, recipe="default", architecture="dcgan", steps=4), ProgressTracker(),
+                threading.Event())
