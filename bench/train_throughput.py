@@ -47,6 +47,7 @@ from keras import layers  # noqa: E402
 from trainer_service.config import TrainerConfig  # noqa: E402
 from trainer_service.data import load_dataset  # noqa: E402
 from trainer_service.progress import ProgressTracker  # noqa: E402
+from trainer_service.recipes import RECIPES  # noqa: E402
 from trainer_service.train import Trainer  # noqa: E402
 
 Candidate = tuple[str, int, Callable[[], None], float]  # name, batch size, one step, FLOPs per image
@@ -211,7 +212,7 @@ def main() -> int:
                 ("ours, default recipe without XLA", {"recipe": "default", "jit_compile": False}),
                 ("ours, default recipe (XLA)", {"recipe": "default"})]
     for index, (name, flags) in enumerate(variants):
-        if args.no_xla and flags.get("jit_compile", flags["recipe"] == "default"):
+        if args.no_xla and flags.get("jit_compile", RECIPES[flags["recipe"]].jit_compile):
             continue
         step, trainer = ours_candidate(scratch / str(index), args.dataset_limit, **flags)
         flops = train_flops_per_image(trainer.training.generator, trainer.training.discriminator)

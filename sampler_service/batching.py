@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sampler_service.loading import LoadedModel
+from sampler_service.loading import LoadedModel, padded
 from sampler_service.metrics import SamplerMetrics
 
 logger = logging.getLogger(__name__)
@@ -74,12 +74,9 @@ def run_padded(model: LoadedModel, latents: np.ndarray, labels: np.ndarray | Non
     start = 0
     for rows in pass_sizes(count, [shapes] if isinstance(shapes, int) else shapes):
         z = latents[start:start + rows]
-        y = None if labels is None else labels[start:start + rows]
         real = len(z)
-        if real < rows:  # padding rows are computed and thrown away
-            z = np.concatenate([z, np.zeros((rows - real, z.shape[1]), z.dtype)])
-            y = None if y is None else np.concatenate([y, np.zeros(rows - real, y.dtype)])
-        images[start:start + real] = model.generate(z, y)[:real]
+        images[start:start + real] = model.generate(*padded(z, None if labels is None else labels[start:start + rows],
+                                                            rows))[:real]
         start += real
     return images
 

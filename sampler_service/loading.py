@@ -84,6 +84,15 @@ def _keras_forward(path: Path, latent_dim: int) -> Forward:
     return forward
 
 
+def padded(latents: np.ndarray, labels: np.ndarray | None, rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Latents (and labels) filled with zero rows up to `rows`: padding that is computed and thrown away."""
+    missing = rows - len(latents)
+    if missing <= 0:
+        return latents, labels
+    return (np.concatenate([latents, np.zeros((missing, latents.shape[1]), latents.dtype)]),
+            None if labels is None else np.concatenate([labels, np.zeros(missing, labels.dtype)]))
+
+
 def candidate_pass_shapes(max_batch_size: int, base: int = 16) -> tuple[int, ...]:
     """16, 32, 64, ... up to max_batch_size, and max_batch_size itself."""
     base = min(base, max_batch_size)
@@ -110,14 +119,8 @@ def verified_pass_shapes(forward: Forward, latent_dim: int, num_classes: int,
     labels = np.arange(top, dtype=np.int32) % num_classes if num_classes else None
 
     def run(rows: int, shape: int) -> np.ndarray:
-        outputs = []
-        for start in range(0, rows, shape):
-            z = latents[start:start + shape]
-            y = None if labels is None else labels[start:start + shape]
-            if len(z) < shape:
-                z = np.concatenate([z, np.zeros((shape - len(z), latent_dim), z.dtype)])
-                y = None if y is None else np.concatenate([y, np.zeros(shape - len(y), y.dtype)])
-            outputs.append(forward(z, y))
+        outputs = [forward(*padded(latents[start:start + shape], None if labels is None else
+                                   labels[start:start + shape], shape)) for start in range(0, rows, shape)]
         return np.concatenate(outputs)[:rows]
 
     reference = run(top, base)
