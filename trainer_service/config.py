@@ -65,7 +65,8 @@ class TrainerConfig(ServerSecurity):
     cpu_logical_devices: int = option(0, "split the CPU into N logical devices, e.g. to run --strategy mirrored "
                                          "without GPUs; 0: no split")
     jit_compile: bool | None = option(None, "compile each replica's train step with XLA (default: the recipe's: "
-                                            "on for default, off for the seeds')")
+                                            "on for default, except on CPUs with AVX-512, where it is slower; "
+                                            "off for the seeds')")
     mixed_precision: bool = option(False, "float16 compute with float32 weights and loss scaling; for GPUs "
                                           "(much slower on CPUs); published generators stay float32")
     host: str = option("127.0.0.1", "address the Trainer gRPC service listens on (0.0.0.0 for all)")

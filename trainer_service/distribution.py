@@ -34,6 +34,24 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def cpu_has_avx512() -> bool:
+    """Whether this machine's CPU has AVX-512 (Linux: /proc/cpuinfo; elsewhere assumed not)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and " avx512f" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def xla_pays_off() -> bool:
+    """Whether a recipe's XLA should be used on this machine. Measured with bench/train_throughput.py
+    on the default recipe (batch 16): on an AVX2 CPU XLA trained 1.46x as many images/s as TensorFlow's
+    own kernels (it fuses the many small ops of a small step); on an AVX-512 CPU 0.91x, and the seeds'
+    batch 256 0.56x: TensorFlow's oneDNN convolutions pick AVX-512 kernels at run time, and XLA's CPU
+    convolutions do not keep up with them. GPUs: on (XLA's home ground; not measured here)."""
+    return has_gpu() or not cpu_has_avx512()
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()

@@ -28,7 +28,7 @@ from trainer_service.config import TrainerConfig
 from trainer_service.control import ControlRequests, Published
 from trainer_service.data import Dataset, load_dataset
 from trainer_service.distribution import (configure_devices, has_gpu, is_chief, is_multi_worker, make_strategy,
-                                          worker_name, worker_sum)
+                                          worker_name, worker_sum, xla_pays_off)
 from trainer_service.gan import GanTraining, recompute_batch_norm_statistics
 from trainer_service.models import ARCHITECTURES, build_pair
 from trainer_service.pipeline import training_batches
@@ -87,6 +87,10 @@ class Trainer:
             # XLA on CPU compiles a replica's step for CPU:0, and the replicas' variables (logical CPU devices)
             # live elsewhere; the recipe's XLA is for one replica, --jit-compile still forces it.
             logger.info("XLA off: %d replicas on CPU (the recipe's --jit-compile is for one replica)", replicas)
+            self.config = dataclasses.replace(self.config, jit_compile=False)
+        elif self.config.jit_compile and config.jit_compile is None and not xla_pays_off():
+            logger.info("XLA off: this CPU has AVX-512, where TensorFlow's own kernels train faster than XLA's "
+                        "(the recipe's --jit-compile is for other CPUs and GPUs; --jit-compile forces it)")
             self.config = dataclasses.replace(self.config, jit_compile=False)
         self.run_description = self._describe()
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)

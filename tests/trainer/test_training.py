@@ -173,6 +173,18 @@ def test_xla_and_mixed_precision_train_and_publish_float32_generators(tmp_path, 
     assert images.dtype == tf.float32 and images.shape == (2, 28, 28, 1)
 
 
+def test_the_recipes_xla_is_used_where_it_pays_and_the_flags_decide_when_given(tmp_path, fashion_mnist_dir):
+    from trainer_service.distribution import xla_pays_off
+
+    def jit_compile(name: str, **flags) -> bool:
+        return Trainer(tiny_config(tmp_path / name, **flags), ProgressTracker(), threading.Event()).config.jit_compile
+
+    assert jit_compile("recipe") is xla_pays_off()  # the default recipe asks for XLA; AVX-512 CPUs decline
+    assert jit_compile("forced", jit_compile=True) is True
+    assert jit_compile("refused", jit_compile=False) is False
+    assert jit_compile("seed", recipe="seed-dcgan") is False
+
+
 def test_checkpoint_request_before_the_first_step_is_carried_out_after_it(tmp_path, fashion_mnist_dir):
     from trainer_service.control import ControlRequests, Published
 
