@@ -248,13 +248,15 @@ def main() -> int:
           f"{', '.join(f'{x / 1e9:.1f}' for x in limits)})")
     print(f"train step FLOPs per image (dcgan): {dcgan_flops / 1e6:.0f} MFLOP")
     print()
-    print(f"| {'candidate':34s} | batch | img/s | vs tutorial | GFLOP/s | of matmul | img/CPU-s | vs tutorial "
+    name_width = max(len(name) for name, *_ in candidates)
+    print(f"| {'candidate':{name_width}s} | batch | img/s | vs tutorial | GFLOP/s | of matmul | img/CPU-s | vs tutorial "
           f"| rounds (img/s) |")
-    print(f"|{'-' * 36}|-------|-------|-------------|---------|-----------|-----------|-------------|----------------|")
+    print(f"|{'-' * (name_width + 2)}|-------|-------|-------------|---------|-----------|-----------|-------------"
+          f"|----------------|")
     for name, batch, _, flops in candidates:
         rate, cpu_rate = statistics.median(rates[name]), statistics.median(per_cpu_second[name])
-        print(f"| {name:34s} | {batch:5d} | {rate:5.1f} | {rate / baseline:10.2f}x | {rate * flops / 1e9:7.1f} | "
-              f"{rate * flops / limit:9.0%} | {cpu_rate:9.1f} | {cpu_rate / cpu_baseline:10.2f}x "
+        print(f"| {name:{name_width}s} | {batch:5d} | {rate:5.1f} | {rate / baseline:10.2f}x "
+              f"| {rate * flops / 1e9:7.1f} | {rate * flops / limit:9.0%} | {cpu_rate:9.1f} | {cpu_rate / cpu_baseline:10.2f}x "
               f"| {' '.join(f'{r:.0f}' for r in rates[name])} |")
     return 0
 
