@@ -83,15 +83,17 @@ class Trainer:
         if self.config.batch_size % replicas:
             raise ConfigError(f"--batch-size {self.config.batch_size} must be divisible by the {replicas} replicas "
                               f"of --strategy {self.config.strategy}")
-        if replicas > 1 and not has_gpu() and self.config.jit_compile and config.jit_compile is None:
-            # XLA on CPU compiles a replica's step for CPU:0, and the replicas' variables (logical CPU devices)
-            # live elsewhere; the recipe's XLA is for one replica, --jit-compile still forces it.
-            logger.info("XLA off: %d replicas on CPU (the recipe's --jit-compile is for one replica)", replicas)
-            self.config = dataclasses.replace(self.config, jit_compile=False)
-        elif self.config.jit_compile and config.jit_compile is None and not xla_pays_off():
-            logger.info("XLA off: this CPU has AVX-512, where TensorFlow's own kernels train faster than XLA's "
-                        "(the recipe's --jit-compile is for other CPUs and GPUs; --jit-compile forces it)")
-            self.config = dataclasses.replace(self.config, jit_compile=False)
+        if self.config.jit_compile and config.jit_compile is None:  # the recipe's XLA; --jit-compile forces it
+            declined = None
+            if replicas > 1 and not has_gpu():
+                # XLA on CPU compiles a replica's step for CPU:0, and the replicas' variables (logical CPU
+                # devices) live elsewhere.
+                declined = f"{replicas} replicas on CPU (the recipe's --jit-compile is for one replica)"
+            elif not xla_pays_off():
+                declined = "this CPU has AVX-512, where TensorFlow's own kernels train faster than XLA's"
+            if declined:
+                logger.info("XLA off: %s; --jit-compile forces it", declined)
+                self.config = dataclasses.replace(self.config, jit_compile=False)
         self.run_description = self._describe()
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         _check_run_matches(self.checkpoint_dir, self.run_description)
