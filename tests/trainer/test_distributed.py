@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,7 @@ def test_multi_worker_strategy_two_workers_on_loopback(tmp_path, fashion_mnist_d
     assert store_layout.list_versions(tmp_path / "store") == [2, 4]
     run = json.loads((tmp_path / "store" / "checkpoints" / "run.json").read_text())
     assert (run["strategy"], run["num_replicas"]) == ("multi-worker", 2)
-    losses = [[line.split("d_loss")[1] for line in log.splitlines() if "step 4/4" in line] for log in logs]
+    # The losses only: each worker's own images/s on the same line differ with the machine's noise.
+    losses = [re.findall(r"step 4/4.*?d_loss (\S+)\s+g_loss (\S+)", log) for log in logs]
     assert losses[0] == losses[1] and losses[0]  # one model, trained together
     assert not list(tmp_path.glob("gan-trainer-*"))  # the worker's scratch checkpoints are gone
