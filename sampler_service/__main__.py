@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -29,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from sampler_service.server import SamplerServer
 
+    # Everything imported so far (TensorFlow alone: ~290k objects) lives as long as the process. Frozen,
+    # the full collection after each version swap skips it: 3-11 ms instead of 125-197 ms (measured), a
+    # pause during which the collecting thread holds the GIL and no request makes progress. Models load
+    # after this line, so an unloaded one is still collected.
+    gc.freeze()
     stopping = threading.Event()  # handlers first, so a SIGTERM during start-up is not lost
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

@@ -242,7 +242,8 @@ class ModelRegistry:
                 try:
                     if self.refresh():
                         # an unloaded SavedModel is a web of reference cycles that only a full collection
-                        # frees; left to the collector's schedule, RSS climbed 13 MiB a swap for 15 swaps
+                        # frees; left to the collector's schedule, RSS climbed 13 MiB a swap for 15 swaps.
+                        # Cheap in the sampler process, which froze its imports (see __main__).
                         gc.collect()
                 except Exception:  # the poller must outlive any surprise in the store
                     logger.exception("error while looking for new versions")
