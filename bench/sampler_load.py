@@ -12,9 +12,9 @@ at the median pass) and the pass the server runs for one request of --count imag
 pass": its median; the server pads it to the smallest of its verified pass sizes). Each row is judged
 against the passes timed just before and just after it, because a shared machine's speed drifts
 within minutes. Medians, not bests: on a shared VM a pass now and then runs far faster than usual (a
-best 1.5x the median), a speed that a 20-s run cannot hold; the bests are printed beside. Clients and server share this machine's CPU, as the targets
-assume; without --store it publishes an untrained generator of the default architecture (the cost of a
-forward pass does not depend on the weights).
+best 1.5x the median), a speed that a 20-s run cannot hold; the bests are printed beside. Clients and
+server share this machine's CPU, as the targets assume; without --store it publishes an untrained
+generator of the default architecture (the cost of a forward pass does not depend on the weights).
 """
 
 from __future__ import annotations

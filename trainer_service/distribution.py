@@ -46,8 +46,8 @@ def cpu_has_avx512() -> bool:
 def xla_pays_off() -> bool:
     """Whether a recipe's XLA should be used on this machine. Measured with bench/train_throughput.py
     on the default recipe (batch 16): on an AVX2 CPU XLA trained 1.46x as many images/s as TensorFlow's
-    own kernels (it fuses the many small ops of a small step); on an AVX-512 CPU 0.87-0.88x, and at the
-    seeds' batch 256 0.57-0.59x: TensorFlow's oneDNN convolutions pick AVX-512 kernels at run time, and
+    own kernels (it fuses the many small ops of a small step); on AVX-512 CPUs 0.87-0.98x (an AMD EPYC, an
+    Intel Xeon), and at the seeds' batch 256 0.57-0.65x: TensorFlow's oneDNN convolutions pick AVX-512 kernels at run time, and
     XLA's CPU convolutions do not keep up with them. GPUs: on (XLA's home ground; not measured here)."""
     return has_gpu() or not cpu_has_avx512()
 
