@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+from zlib_ng import zlib_ng
 
 
 def latents_for_seed(seed: int, count: int, latent_dim: int) -> np.ndarray:
@@ -48,19 +49,33 @@ def to_pil(image: np.ndarray) -> Image.Image:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """An HxWxC uint8 array (C = 1 or 3) as a PNG file, written directly with zlib: 2.5x faster than
-    Pillow for the sampler's small images, where encoding is a visible share of serving time."""
-    image = image[:, :, None] if image.ndim == 2 else image
-    height, width, channels = image.shape
-    rows = np.zeros((height, 1 + width * channels), np.uint8)  # each row: filter type 0, then pixels
-    rows[:, 1:] = image.reshape(height, width * channels)
+    """An HxWxC (or HxW) uint8 array, C = 1 or 3, as a PNG file."""
+    return encode_pngs((image[:, :, None] if image.ndim == 2 else image)[None])[0]
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
+def encode_pngs(images: np.ndarray) -> list[bytes]:
+    """NxHxWxC uint8 images (C = 1 or 3) as PNG files, written directly: 2.5x faster than Pillow for the
+    sampler's small images, where encoding is a visible share of serving time. Deflated by zlib-ng at
+    level 1: 14 µs for a 28x28 image against zlib's 46 µs at level 6, for files 8 % larger (measured on
+    the demo model's images); a lone 16-image request came back 1.0 to 1.4 ms sooner. The rows of all
+    images are laid out at once, so the per-image Python work is only the deflate and two checksums."""
+    count, height, width, channels = images.shape
+    rows = np.zeros((count, height, 1 + width * channels), np.uint8)  # each row: filter type 0, then pixels
+    rows[:, :, 1:] = images.reshape(count, height, width * channels)
     header = struct.pack(">IIBBBBB", width, height, 8, {1: 0, 3: 2}[channels], 0, 0, 0)  # 8-bit grey/RGB
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-            + chunk(b"IEND", b""))
+    start = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+    end = _png_chunk(b"IEND", b"")
+    idat_crc = zlib.crc32(b"IDAT")
+    files = []
+    for image_rows in rows:
+        data = zlib_ng.compress(image_rows.tobytes(), 1)
+        files.append(start + struct.pack(">I", len(data)) + b"IDAT" + data
+                     + struct.pack(">I", zlib.crc32(data, idat_crc)) + end)
+    return files
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -78,5 +78,5 @@ def test_bad_interpolations_are_invalid_argument(fields, message):
 
 def test_responses_that_could_exceed_the_message_limit_are_refused_with_what_fits():
     sampling.check_response_size(16, (28, 28, 1), 64 * 1024, streaming_hint=True)
-    with pytest.raises(RequestError, match="ask for at most 68 per request or use GenerateStream"):
+    with pytest.raises(RequestError, match="ask for at most 61 per request or use GenerateStream"):
         sampling.check_response_size(100, (28, 28, 1), 64 * 1024, streaming_hint=True)
