@@ -223,6 +223,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=16, help="images per request")
     parser.add_argument("--format", choices=sorted(FORMATS), default="png")
     parser.add_argument("--max-batch-size", type=int, default=256, help="the server's largest forward pass")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="the servers' --precision, and the in-process passes' (bfloat16: CPUs with AMX or "
+                             "AVX512-BF16)")
     parser.add_argument("--sampler-flags", default="", help="more sampler flags for both servers, e.g. "
                                                             "'--batch-threads 2'")
     parser.add_argument("--timeout", type=float, default=60.0, help="each request's deadline, seconds")
@@ -233,12 +236,20 @@ def main() -> int:
         store = args.store or Path(scratch) / "store"
         if args.store is None:
             from trainer_service.publish import publish_untrained_generator
+            from trainer_service.recipes import RECIPES
 
-            publish_untrained_generator(store, 1)
+            publish_untrained_generator(store, 1, RECIPES["default"].architecture)
         version = store_layout.latest_version(store)
         if version is None:
             raise SystemExit(f"error: no published version in {store}")
-        print(f"CPU cores: {os.cpu_count()}; store {store}, version {version}")
+        from sampler_service import precision
+
+        try:
+            precision.check_supported(args.precision)
+        except precision.PrecisionError as error:
+            raise SystemExit(f"error: {error}") from None
+        precision.apply(args.precision)  # before the timer loads the model, as the server does
+        print(f"CPU cores: {os.cpu_count()}; store {store}, version {version}; precision {args.precision}")
         batches = sorted({*LIMIT_BATCHES, args.max_batch_size})
         print("in-process forward pass (run_padded, median of --repeats):")
         timer = PassTimer(store, version, batches, args.repeats, args.count, args.max_batch_size)
@@ -246,7 +257,7 @@ def main() -> int:
         figures.print_table(timer.shapes)
 
         common = ["--max-batch-size", str(args.max_batch_size), "--max-count", str(max(256, args.count)),
-                  *args.sampler_flags.split()]
+                  "--precision", args.precision, *args.sampler_flags.split()]
         log = Path(scratch) / "sampler.log"
         batched, figures = run_server("dynamic batching", store, common, args, log, timer, figures)
         alone, _ = run_server("no batching (--no-batching)", store, [*common, "--no-batching"], args, log,

@@ -51,6 +51,7 @@ class ModelInfo:
     class_names: list[str] = dataclasses.field(default_factory=list)
     conditional: bool = False
     scores: dict[str, float] = dataclasses.field(default_factory=dict)  # quality scores, once judged
+    compute_precision: str = ""  # the server's forward-pass arithmetic: float32 or bfloat16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +216,8 @@ class SamplerClient(_Stub):
             published_at=info.published_at.ToJsonString() if info.HasField("published_at") else "",
             available_versions=list(info.available_versions),
             metadata=json.loads(info.metadata_json) if info.metadata_json else {},
-            class_names=list(info.class_names), conditional=info.conditional, scores=dict(info.scores))
+            class_names=list(info.class_names), conditional=info.conditional, scores=dict(info.scores),
+            compute_precision=info.compute_precision)
 
 
 ImageRequest = TypeVar("ImageRequest", sampler_pb2.GenerateRequest, sampler_pb2.GenerateStreamRequest,

@@ -109,9 +109,9 @@ Part = tuple[Job, int, int]  # rows start..stop of a job in one forward pass
 
 
 class Batcher:
-    """Queue plus worker threads (TensorFlow Serving's num_batch_threads: one by default; a second
-    can fill the gaps a single pass leaves on the cores). `merge=False` gives each forward pass to one
-    request only."""
+    """Queue plus worker threads (TensorFlow Serving's num_batch_threads; the server runs two, so the
+    cores keep computing while one thread's Python work between passes waits for the GIL). `merge=False`
+    gives each forward pass to one request only."""
 
     def __init__(self, max_batch_size: int, max_queue_delay_s: float, max_queued_images: int,
                  metrics: SamplerMetrics, merge: bool = True, threads: int = 1) -> None:

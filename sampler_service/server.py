@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gan_common import security
 from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc
+from sampler_service import precision
 from sampler_service.batching import Batcher
 from sampler_service.config import SamplerConfig
 from sampler_service.metrics import MetricsHttpServer, SamplerMetrics
@@ -30,6 +31,7 @@ class SamplerServer:
 
     def __init__(self, config: SamplerConfig) -> None:
         self.config = config
+        precision.apply(config.precision)  # before any model loads: pass sizes are verified in it
         self.health = health.HealthServicer()
         self.metrics = SamplerMetrics()
         self.registry = ModelRegistry(Path(config.store), config.max_loaded_versions,

@@ -259,7 +259,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
             channels=channels, latent_dim=meta.latent_dim, dataset=meta.dataset,
             architecture=meta.architecture, available_versions=self._registry.available_versions(),
             metadata_json=meta.to_json(), class_names=list(meta.class_names), conditional=meta.num_classes > 0,
-            scores=meta.scores)
+            scores=meta.scores, compute_precision=self._config.precision)
         if meta.published_at:
             info.published_at.FromJsonString(meta.published_at.replace("+00:00", "Z"))
         return sampler_pb2.GetModelInfoResponse(info=info)

@@ -114,6 +114,7 @@ def test_model_info_describes_the_served_version(start_sampler, tmp_path):
     assert (info.training_step, info.latent_dim, info.height, info.channels) == (6, 100, 28, 1)
     assert info.architecture == "dcgan" and info.published_at.seconds > 0
     assert json.loads(info.metadata_json)["model_version"] == 6
+    assert info.compute_precision == "float32"
 
 
 def test_reflection_lists_the_services(start_sampler):

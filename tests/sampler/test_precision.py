@@ -1,0 +1,84 @@
+"""--precision bfloat16: refused clearly where the CPU cannot run it fast, and where it can, a real server
+computes in bfloat16 and keeps batching's contract (an image is the same alone or batched)."""
+
+import concurrent.futures
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from protos.gan.v1 import sampler_pb2
+from sampler_service import precision
+from tests.conftest import REPO_ROOT, publish_tiny_generator, wait_for_version
+
+HAS_BFLOAT16 = bool(precision.cpu_flags() & set(precision.BFLOAT16_CPU_FLAGS))
+
+
+def raw_images(response) -> np.ndarray:
+    return np.stack([np.frombuffer(image, np.uint8) for image in response.images])
+
+
+def passes(server) -> float:
+    return server.metrics.registry.get_sample_value("gan_sampler_batch_requests_count") or 0.0
+
+
+def generate(stub, seed: int, count: int) -> np.ndarray:
+    return raw_images(stub.Generate(sampler_pb2.GenerateRequest(
+        count=count, seed=seed, format=sampler_pb2.IMAGE_FORMAT_RAW_UINT8), timeout=60))
+
+
+def test_bfloat16_is_refused_without_bfloat16_instructions_and_accepted_with_them():
+    with pytest.raises(precision.PrecisionError, match="avx512_bf16 or amx_bf16.*--precision float32"):
+        precision.check_supported("bfloat16", flags={"avx2", "avx512f"})
+    precision.check_supported("bfloat16", flags={"avx512f", "amx_bf16", "amx_tile"})
+    precision.check_supported("float32", flags=set())
+    with pytest.raises(precision.PrecisionError, match="unknown precision"):
+        precision.check_supported("float16", flags=set())
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\nbugs\t\t: spectre_v1\n")
+    assert precision.cpu_flags(cpuinfo) == {"fpu", "avx512f", "amx_bf16"}
+    assert precision.cpu_flags(tmp_path / "missing") == set()
+
+
+def test_an_unknown_precision_is_a_usage_error_not_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "sampler_service", "--store", str(tmp_path), "--precision",
+                             "float16"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "float32" in result.stderr and "bfloat16" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not HAS_BFLOAT16, reason="this CPU has neither avx512_bf16 nor amx_bf16")
+def test_bfloat16_server_is_deterministic_batches_exactly_and_differs_only_slightly(start_sampler, tmp_path):
+    publish_tiny_generator(tmp_path, 1)
+    _, float32_stub = start_sampler(max_batch_size=64)
+    wait_for_version(float32_stub, 1)
+    reference = generate(float32_stub, 5, 64)  # before the bfloat16 server switches the whole process
+
+    server, stub = start_sampler(precision="bfloat16", max_batch_size=64, max_queue_delay_ms=50)
+    wait_for_version(stub, 1)
+    assert stub.GetModelInfo(sampler_pb2.GetModelInfoRequest(), timeout=5).info.compute_precision == "bfloat16"
+    alone = generate(stub, 5, 64)
+    np.testing.assert_array_equal(generate(stub, 5, 64), alone)
+    # Concurrent requests share forward passes of up to 64 rows; each still gets its images from alone.
+    seeds = range(10, 18)
+    singles = {seed: generate(stub, seed, 8) for seed in seeds}
+    passes_before = passes(server)
+    with concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
+        batched = dict(zip(seeds, pool.map(lambda seed: generate(stub, seed, 8), seeds)))
+    assert passes(server) - passes_before < len(seeds), "the concurrent requests were not batched"
+    for seed in seeds:
+        np.testing.assert_array_equal(batched[seed], singles[seed])
+    # bfloat16 really ran, and moved pixels by a level or two at most.
+    difference = np.abs(alone.astype(int) - reference.astype(int))
+    assert difference.max() >= 1 and difference.max() <= 8 and difference.mean() < 0.5
+
+
+@pytest.fixture(autouse=True)
+def float32_afterwards():
+    """The precision is process-wide: later tests in this process must compute in float32 again."""
+    yield
+    precision.apply("float32")
