@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 
 from gan_common import store as store_layout  # noqa: E402
 from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc  # noqa: E402
+from sampler_service import precision  # noqa: E402
 
 FORMATS = {"png": sampler_pb2.IMAGE_FORMAT_PNG, "raw": sampler_pb2.IMAGE_FORMAT_RAW_UINT8}
 LIMIT_BATCHES = (1, 4, 8, 16, 32, 64, 128, 256)
@@ -223,7 +224,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=16, help="images per request")
     parser.add_argument("--format", choices=sorted(FORMATS), default="png")
     parser.add_argument("--max-batch-size", type=int, default=256, help="the server's largest forward pass")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    parser.add_argument("--precision", choices=precision.PRECISIONS, default="float32",
                         help="the servers' --precision, and the in-process passes' (bfloat16: CPUs with AMX or "
                              "AVX512-BF16)")
     parser.add_argument("--sampler-flags", default="", help="more sampler flags for both servers, e.g. "
@@ -242,8 +243,6 @@ def main() -> int:
         version = store_layout.latest_version(store)
         if version is None:
             raise SystemExit(f"error: no published version in {store}")
-        from sampler_service import precision
-
         try:
             precision.check_supported(args.precision)
         except precision.PrecisionError as error:

@@ -13,7 +13,8 @@ pass sizes runs in the chosen precision).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+
+from gan_common.cpu import cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -27,29 +28,20 @@ class PrecisionError(Exception):
     """The precision asked for cannot run fast on this machine."""
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is missing or unreadable."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+def bfloat16_supported(flags: set[str] | None = None) -> bool:
+    """Whether the CPU (or the given flags) has native bfloat16 dot products."""
+    return bool((cpu_flags() if flags is None else flags) & set(BFLOAT16_CPU_FLAGS))
 
 
 def check_supported(precision: str, flags: set[str] | None = None) -> None:
     """Raises PrecisionError, with what to do instead, when `precision` would not pay off here."""
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision == "bfloat16":
-        flags = cpu_flags() if flags is None else flags
-        if not flags & set(BFLOAT16_CPU_FLAGS):
-            raise PrecisionError("--precision bfloat16 needs a CPU with bfloat16 instructions "
-                                 f"({' or '.join(BFLOAT16_CPU_FLAGS)}: Intel Xeon from Cooper Lake on, AMD "
-                                 "from Zen 4 on), and this one has neither; without them bfloat16 is "
-                                 "emulated and slower than float32. Use --precision float32")
+    if precision == "bfloat16" and not bfloat16_supported(flags):
+        raise PrecisionError("--precision bfloat16 needs a CPU with bfloat16 instructions "
+                             f"({' or '.join(BFLOAT16_CPU_FLAGS)}: Intel Xeon from Cooper Lake on, AMD "
+                             "from Zen 4 on), and this one has neither; without them bfloat16 is "
+                             "emulated and slower than float32. Use --precision float32")
 
 
 def apply(precision: str) -> None:

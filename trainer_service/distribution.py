@@ -14,6 +14,7 @@ from typing import Callable
 import tensorflow as tf
 
 from gan_common.config_cli import ConfigError
+from gan_common.cpu import cpu_flags
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -36,11 +37,7 @@ def has_gpu() -> bool:
 
 def cpu_has_avx512() -> bool:
     """Whether this machine's CPU has AVX-512 (Linux: /proc/cpuinfo; elsewhere assumed not)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            return any(line.startswith("flags") and " avx512f" in line for line in cpuinfo)
-    except OSError:
-        return False
+    return "avx512f" in cpu_flags()
 
 
 def xla_pays_off() -> bool:
