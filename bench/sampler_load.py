@@ -1,20 +1,27 @@
 """Serving under load: a real sampler process driven by N concurrent clients, against the limit.
 
-    python bench/sampler_load.py                          # 1, 8, 64 clients x 16 images, 20 s each
+    python bench/sampler_load.py                          # 1, 8, 64 clients x 16 images, 20 s each (5 rounds)
     python bench/sampler_load.py --seconds 5 --count 1    # small requests, where batching matters most
     python bench/sampler_load.py --store demo-store       # a trained model instead of a fresh one
 
-For each number of clients it prints images/s, requests/s, p50/p95/p99 latency and errors, first with
-dynamic batching on (the server's defaults), then the no-batching baseline (the same server with
---no-batching: one request per forward pass). In this process, before the first row and again after
-every row, it times the generator's forward pass at several batch sizes (the limit: the most images/s
-at the median pass) and the pass the server runs for one request of --count images alone ("one forward
-pass": its median; the server pads it to the smallest of its verified pass sizes). Each row is judged
-against the passes timed just before and just after it, because a shared machine's speed drifts
-within minutes. Medians, not bests: on a shared VM a pass now and then runs far faster than usual (a
-best 1.5x the median), a speed that a 20-s run cannot hold; the bests are printed beside. Clients and
-server share this machine's CPU, as the targets assume; without --store it publishes an untrained
-generator of the default architecture (the cost of a forward pass does not depend on the weights).
+It starts two sampler processes on the same model: dynamic batching on (the server's defaults) and the
+no-batching baseline (--no-batching: one request per forward pass). For each number of clients it
+prints images/s, requests/s, p50/p95/p99 latency and errors of both. In this process it times the
+generator's forward pass at several batch sizes (the limit: the most images/s at the median pass) and
+the pass the server runs for one request of --count images alone ("one forward pass": its median; the
+server pads it to the smallest of its verified pass sizes).
+
+The measured time is split into --rounds rounds. A round runs one window per number of clients on each
+server (their order alternating from round to round), then the in-process passes with both servers
+idle. So batching, its baseline and the limit are measured in every state the machine goes through: a
+shared VM's speed drifts within minutes (the same pass of 16 took 3.7 ms in one run and 8.9 ms in the
+next, two minutes later), and a comparison of figures taken minutes apart would measure the drift. The
+targets use all rounds pooled; each round's own ratios are printed beside them as their spread. A
+window opens after every client has a call in flight and counts the calls that end inside it, so
+throughput is a steady state's. Medians, not bests: now and then a pass runs far faster than usual (a
+best 1.5x the median), a speed that a run cannot hold; the bests are printed beside. Clients and servers
+share this machine's CPU, as the targets assume; without --store it publishes an untrained generator
+of the default architecture (the cost of a forward pass does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from sampler_service import precision  # noqa: E402
 
 FORMATS = {"png": sampler_pb2.IMAGE_FORMAT_PNG, "raw": sampler_pb2.IMAGE_FORMAT_RAW_UINT8}
 LIMIT_BATCHES = (1, 4, 8, 16, 32, 64, 128, 256)
+WINDOW_RAMP_S = 1.0  # load before a window opens: every client has a call in flight
 ONE_PASS_REPEATS = 200  # enough passes for the spread of one request's pass: its own p99 shows the machine's noise
 
 
@@ -136,83 +144,124 @@ def wait_until_serving(stub: sampler_pb2_grpc.SamplerStub, process: subprocess.P
     raise SystemExit("the sampler did not serve a version within 180 s")
 
 
+@dataclasses.dataclass
+class Window:
+    """Calls of one measured window (or of several pooled): those that ended inside it."""
+
+    seconds: float = 0.0
+    images: int = 0
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def __add__(self, other: "Window") -> "Window":
+        return Window(self.seconds + other.seconds, self.images + other.images, self.latencies + other.latencies,
+                      self.errors + other.errors)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(np.array(self.latencies) * 1000, q)) if self.latencies else float("nan")
+
+
 def drive(stub: sampler_pb2_grpc.SamplerStub, clients: int, seconds: float, request: sampler_pb2.GenerateRequest,
-          timeout: float) -> dict:
-    """`clients` threads call Generate back to back for `seconds`; latencies of calls that ended inside."""
-    latencies: list[float] = []
-    errors: collections.Counter[str] = collections.Counter()
-    images = [0]
+          timeout: float) -> Window:
+    """`clients` threads call Generate back to back; after WINDOW_RAMP_S (every client has a call in
+    flight: steady state) a window of `seconds` counts the calls that end inside it, whenever they
+    began, so the calls cut by its edges neither inflate nor deflate images/s."""
+    window = Window(seconds)
     lock = threading.Lock()
     start_line = threading.Barrier(clients + 1)
-    stop_at = [0.0]
+    opens = closes = 0.0
 
     def client() -> None:
         start_line.wait()
-        while True:
+        while time.perf_counter() < closes:
             started = time.perf_counter()
-            if started >= stop_at[0]:
-                return
             try:
-                response = stub.Generate(request, timeout=timeout)
-                ok, count = True, len(response.images)
+                count, code = len(stub.Generate(request, timeout=timeout).images), None
             except grpc.RpcError as error:
-                ok, count = False, 0
-                code = error.code().name  # type: ignore[attr-defined]
+                count, code = 0, error.code().name  # type: ignore[attr-defined]
             ended = time.perf_counter()
-            with lock:
-                if ended <= stop_at[0]:
-                    if ok:
-                        latencies.append(ended - started)
-                        images[0] += count
+            if opens <= ended <= closes:
+                with lock:
+                    if code is None:
+                        window.latencies.append(ended - started)
+                        window.images += count
                     else:
-                        errors[code] += 1
+                        window.errors[code] += 1
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
+    opens = time.perf_counter() + WINDOW_RAMP_S
+    closes = opens + seconds
     start_line.wait()
     for thread in threads:
-        thread.join(timeout=seconds + timeout + 10)
-    elapsed = seconds
-    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"clients": clients, "images_per_s": images[0] / elapsed, "requests_per_s": len(latencies) / elapsed,
-            "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95), "p99": np.percentile(ms, 99),
-            "errors": dict(errors)}
+        thread.join(timeout=WINDOW_RAMP_S + seconds + timeout + 10)
+    return window
 
 
-def run_server(title: str, store: Path, extra: list[str], args: argparse.Namespace, log: Path,
-               timer: PassTimer, before: PassFigures) -> tuple[dict[int, dict], PassFigures]:
-    """Drives the server with each number of clients; the in-process pass is timed again after each
-    row, so every row has its own limit from just before and just after it (a shared machine's speed
-    drifts within minutes). Returns the rows and the last figures, the next row's "before"."""
+@dataclasses.dataclass
+class Server:
+    title: str
+    process: subprocess.Popen
+    channel: grpc.Channel
+    stub: sampler_pb2_grpc.SamplerStub
+    windows: dict[int, list[Window]] = dataclasses.field(default_factory=dict)  # clients -> one per round
+
+    def pooled(self, clients: int) -> Window:
+        return sum(self.windows[clients][1:], self.windows[clients][0])
+
+
+def launch(title: str, store: Path, extra: list[str], log: Path) -> Server:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = start_server(store, port, extra, log)
-    results = {}
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
-        stub = sampler_pb2_grpc.SamplerStub(channel)
-        version = wait_until_serving(stub, process)
-        request = sampler_pb2.GenerateRequest(count=args.count, format=FORMATS[args.format])
-        drive(stub, 4, min(2.0, args.seconds), request, args.timeout)  # warm-up
-        print(f"\n{title} (version {version}; {args.count} images per request, {args.format.upper()}):")
-        print(f"  {'clients':>7} {'images/s':>9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  errors")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
+    return Server(title, process, channel, sampler_pb2_grpc.SamplerStub(channel))
+
+
+def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer) -> list[PassFigures]:
+    """Rounds of one window per server and number of clients (the servers' order alternating), then the
+    in-process passes with both servers idle: each round sees one state of the machine, whose speed
+    drifts within minutes on a shared VM. Returns each round's in-process figures."""
+    request = sampler_pb2.GenerateRequest(count=args.count, format=FORMATS[args.format])
+    for server in servers:
+        version = wait_until_serving(server.stub, server.process)
+        drive(server.stub, 4, 1.0, request, args.timeout)  # warm-up: first passes of each shape
+    print(f"\nversion {version}; {args.count} images per request, {args.format.upper()}; {args.rounds} rounds of "
+          f"{args.seconds / args.rounds:.1f} s per number of clients and server")
+    rounds = []
+    for number in range(args.rounds):
         for clients in args.clients:
-            row = drive(stub, clients, args.seconds, request, args.timeout)
-            after = timer.measure()  # the server is idle now: no client is calling
-            row["around"], before = before + after, after
-            results[clients] = row
-            print(f"  {clients:7d} {row['images_per_s']:9.0f} {row['requests_per_s']:7.1f} {row['p50']:8.1f} "
-                  f"{row['p95']:8.1f} {row['p99']:8.1f}  {row['errors'] or 0}", flush=True)
-            print(f"          in-process, before and after: {row['around'].summary()}", flush=True)
-        channel.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=120)
-    return results, before
+            for server in servers if number % 2 == 0 else servers[::-1]:
+                window = drive(server.stub, clients, args.seconds / args.rounds, request, args.timeout)
+                server.windows.setdefault(clients, []).append(window)
+        rounds.append(timer.measure())
+        line = "  ".join(f"{clients} clients " + " / ".join(f"{server.windows[clients][-1].images_per_s:.0f}"
+                                                            for server in servers) for clients in args.clients)
+        print(f"  round {number + 1}: images/s (batching / none) {line}; in-process: {rounds[-1].summary()}",
+              flush=True)
+    return rounds
+
+
+def print_rows(batched: Server, alone: Server, clients_list: list[int]) -> None:
+    print(f"\n  {'clients':>7} | {'batching: images/s':>18} {'req/s':>7} {'p50 / p95 / p99 ms':>22} {'errors':>6} | "
+          f"{'no batching: images/s':>21} {'p50 / p95 / p99 ms':>22} {'errors':>6}")
+    for clients in clients_list:
+        cells = []
+        for server in (batched, alone):
+            w = server.pooled(clients)
+            latency = f"{w.percentile(50):.1f} / {w.percentile(95):.1f} / {w.percentile(99):.1f}"
+            errors = sum(w.errors.values())
+            rate = f"{w.images_per_s:.0f}"
+            cells.append((rate, f"{len(w.latencies) / w.seconds:.1f}", latency,
+                          f"{errors}" + (f" {dict(w.errors)}" if errors else "")))
+        (rate, rps, latency, errors), (rate0, _, latency0, errors0) = cells
+        print(f"  {clients:7d} | {rate:>18} {rps:>7} {latency:>22} {errors:>6} | {rate0:>21} {latency0:>22} {errors0:>6}")
 
 
 def main() -> int:
@@ -220,7 +269,9 @@ def main() -> int:
     parser.add_argument("--store", type=Path, help="a store with a published model (default: a fresh one)")
     parser.add_argument("--clients", type=lambda t: [int(x) for x in t.split(",")], default=[1, 8, 64],
                         help="numbers of concurrent clients, comma-separated (1,8,64)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per number of clients")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="measured time per number of clients and server, split over --rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds the measured time is split over")
     parser.add_argument("--count", type=int, default=16, help="images per request")
     parser.add_argument("--format", choices=sorted(FORMATS), default="png")
     parser.add_argument("--max-batch-size", type=int, default=256, help="the server's largest forward pass")
@@ -258,25 +309,38 @@ def main() -> int:
         common = ["--max-batch-size", str(args.max_batch_size), "--max-count", str(max(256, args.count)),
                   "--precision", args.precision, *args.sampler_flags.split()]
         log = Path(scratch) / "sampler.log"
-        batched, figures = run_server("dynamic batching", store, common, args, log, timer, figures)
-        alone, _ = run_server("no batching (--no-batching)", store, [*common, "--no-batching"], args, log,
-                              timer, figures)
+        servers = [launch("dynamic batching", store, common, log),
+                   launch("no batching", store, [*common, "--no-batching"], log)]
+        try:
+            rounds = run_rounds(servers, args, timer)
+        finally:
+            for server in servers:
+                server.channel.close()
+                server.process.terminate()
+            for server in servers:
+                server.process.wait(timeout=120)
 
-    print("\ntargets (each row against the in-process passes timed just before and just after it):")
+    batched, alone = servers
+    pooled = sum(rounds[1:], rounds[0])
+    print(f"\nall rounds pooled; in-process: {pooled.summary()}")
+    print_rows(batched, alone, args.clients)
+    print("\ntargets (all rounds pooled; in brackets the rounds' spread, each round against its own passes):")
     top = max(args.clients)
-    if top in batched:
-        row, base = batched[top], alone[top]["images_per_s"]
-        _, limit, best_limit = row["around"].limit()
-        print(f"  {top} clients: {row['images_per_s']:.0f} images/s = {row['images_per_s'] / limit:.0%} of the "
-              f"in-process limit (target >= 80%; {row['images_per_s'] / best_limit:.0%} of its best "
-              f"pass), {row['images_per_s'] / base:.2f}x no batching (target >= 1.5x), errors "
-              f"{sum(row['errors'].values())} (target 0)")
-    if 1 in batched:
-        one_best, one_median, one_p99 = batched[1]["around"].one_pass()
-        p99 = batched[1]["p99"]
+    row, base = batched.pooled(top), alone.pooled(top)
+    _, limit, best_limit = pooled.limit()
+    shares = [w.images_per_s / r.limit()[1] for w, r in zip(batched.windows[top], rounds)]
+    gains = [w.images_per_s / w0.images_per_s for w, w0 in zip(batched.windows[top], alone.windows[top])]
+    print(f"  {top} clients: {row.images_per_s:.0f} images/s = {row.images_per_s / limit:.0%} of the in-process "
+          f"limit (target >= 80%; rounds {min(shares):.0%}..{max(shares):.0%}; {row.images_per_s / best_limit:.0%} "
+          f"of its best pass), {row.images_per_s / base.images_per_s:.2f}x no batching (target >= 1.5x; rounds "
+          f"{min(gains):.2f}..{max(gains):.2f}), errors {sum(row.errors.values())} (target 0)")
+    if 1 in args.clients:
+        one_best, one_median, one_p99 = pooled.one_pass()
+        p99 = batched.pooled(1).percentile(99)
+        ratios = [w.percentile(99) / r.one_pass()[1] for w, r in zip(batched.windows[1], rounds)]
         print(f"  1 client: p99 {p99:.1f} ms = {p99 / one_median:.2f}x one forward pass for {args.count} images "
-              f"(target <= 2x; {p99 / one_best:.2f}x its best; the pass alone in-process: p99 "
-              f"{one_p99 / one_median:.2f}x its median)")
+              f"(target <= 2x; rounds {min(ratios):.2f}..{max(ratios):.2f}; {p99 / one_best:.2f}x its best; "
+              f"the pass alone in-process: p99 {one_p99 / one_median:.2f}x its median)")
     return 0
 
 

@@ -1,0 +1,38 @@
+"""The serving benchmark in a short run: two real sampler processes (batching on and off) under load,
+in interleaved rounds, with the in-process limit and the targets' lines printed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+# Two rounds of a 1-s window per server and number of clients: about a minute on two shared cores,
+# most of it the two servers' start-up. The figures are the benchmark's business; here they must exist.
+SHORT_RUN = ["--seconds", "2", "--rounds", "2", "--clients", "1,4", "--repeats", "2", "--max-batch-size", "64"]
+
+
+def test_short_load_run_prints_every_row_and_the_targets():
+    run = subprocess.run([sys.executable, "bench/sampler_load.py", *SHORT_RUN], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-5000:]
+
+    assert len(re.findall(r"^  round \d: images/s \(batching / none\) 1 clients \d+ / \d+  4 clients \d+ / \d+;",
+                          output, re.M)) == 2
+    for clients in (1, 4):
+        row = re.search(rf"^ +{clients} \| +(\d+) +[\d.]+ +[\d.]+ / [\d.]+ / [\d.]+ +(\d+) \| +(\d+) +[\d.]+ / "
+                        rf"[\d.]+ / [\d.]+ +(\d+)$", output, re.M)
+        assert row, output[-3000:]
+        batched, batched_errors, alone, alone_errors = map(int, row.groups())
+        assert batched > 0 and alone > 0
+        assert batched_errors == alone_errors == 0
+    assert re.search(r"4 clients: \d+ images/s = \d+% of the in-process limit .* [\d.]+x no batching .* errors 0",
+                     output)
+    assert re.search(r"1 client: p99 [\d.]+ ms = [\d.]+x one forward pass for 16 images", output)
