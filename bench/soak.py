@@ -43,6 +43,8 @@ from gan_common import store as store_layout  # noqa: E402
 from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc  # noqa: E402
 from trainer_service.progress import resident_memory_bytes  # noqa: E402
 from trainer_service.publish import publish_copy, publish_untrained_generator  # noqa: E402
+from trainer_service.models import ARCHITECTURES  # noqa: E402
+from trainer_service.recipes import RECIPES  # noqa: E402
 
 OVERLOAD = "RESOURCE_EXHAUSTED"
 OVERLOAD_BACKOFF_SECONDS = 0.05  # a shed call comes back at once; a client waits a little before trying again
@@ -219,8 +221,11 @@ def main() -> int:
     parser.add_argument("--initial-versions", type=int, default=3,
                         help="versions in the store when the sampler starts (3: the sampler's default "
                              "--max-loaded-versions)")
-    parser.add_argument("--architecture", default="dcgan", choices=("dcgan", "resize-dcgan", "dense"),
-                        help="the fresh generator's architecture, without --store (dcgan)")
+    default_architecture = RECIPES["default"].architecture
+    parser.add_argument("--architecture", default=default_architecture,
+                        choices=sorted(ARCHITECTURES),
+                        help=f"the fresh generator's architecture, without --store (the default recipe's: "
+                             f"{default_architecture})")
     parser.add_argument("--store", type=Path, help="serve the newest version of this store (copied, never written)")
     parser.add_argument("--keep-store", action="store_true", help="keep the scratch store and the sampler's log")
     parser.add_argument("--sampler-flags", default="", help="more sampler flags, e.g. '--batch-threads 2'")
