@@ -126,6 +126,12 @@ class PassFigures:
         print(f"  {self.summary()}")
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_server(store: Path, port: int, extra: list[str], log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "sampler_service", "--store", str(store), "--port", str(port), *extra]
     return subprocess.Popen(command, cwd=REPO_ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
@@ -205,7 +211,6 @@ def drive(stub: sampler_pb2_grpc.SamplerStub, clients: int, seconds: float, requ
 
 @dataclasses.dataclass
 class Server:
-    title: str
     process: subprocess.Popen
     channel: grpc.Channel
     stub: sampler_pb2_grpc.SamplerStub
@@ -215,13 +220,11 @@ class Server:
         return sum(self.windows[clients][1:], self.windows[clients][0])
 
 
-def launch(title: str, store: Path, extra: list[str], log: Path) -> Server:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def launch(store: Path, extra: list[str], log: Path) -> Server:
+    port = free_loopback_port()
     process = start_server(store, port, extra, log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
-    return Server(title, process, channel, sampler_pb2_grpc.SamplerStub(channel))
+    return Server(process, channel, sampler_pb2_grpc.SamplerStub(channel))
 
 
 def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer) -> list[PassFigures]:
@@ -309,8 +312,7 @@ def main() -> int:
         common = ["--max-batch-size", str(args.max_batch_size), "--max-count", str(max(256, args.count)),
                   "--precision", args.precision, *args.sampler_flags.split()]
         log = Path(scratch) / "sampler.log"
-        servers = [launch("dynamic batching", store, common, log),
-                   launch("no batching", store, [*common, "--no-batching"], log)]
+        servers = [launch(store, common, log), launch(store, [*common, "--no-batching"], log)]  # batched, alone
         try:
             rounds = run_rounds(servers, args, timer)
         finally:

@@ -24,7 +24,6 @@ import collections
 import dataclasses
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -38,12 +37,12 @@ sys.path.insert(0, str(REPO_ROOT))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.sampler_load import FORMATS, start_server, wait_until_serving  # noqa: E402
+from bench.sampler_load import FORMATS, free_loopback_port, start_server, wait_until_serving  # noqa: E402
 from gan_common import store as store_layout  # noqa: E402
 from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc  # noqa: E402
+from trainer_service.models import ARCHITECTURES  # noqa: E402
 from trainer_service.progress import resident_memory_bytes  # noqa: E402
 from trainer_service.publish import publish_copy, publish_untrained_generator  # noqa: E402
-from trainer_service.models import ARCHITECTURES  # noqa: E402
 from trainer_service.recipes import RECIPES  # noqa: E402
 
 OVERLOAD = "RESOURCE_EXHAUSTED"
@@ -123,9 +122,7 @@ def prepare_store(store: Path, source_store: Path | None, architecture: str, ver
 
 def soak(args: argparse.Namespace, store: Path, log: Path) -> bool:
     """Runs the load, prints progress and the figures; True when every target is met."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_loopback_port()
     sampler = start_server(store, port, args.sampler_flags.split(), log)
     stop = threading.Event()
     per_client: list[list[Call]] = [[] for _ in range(args.clients)]
