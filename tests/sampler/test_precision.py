@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 
-from gan_common.cpu import cpu_flags
 from protos.gan.v1 import sampler_pb2
 from sampler_service import precision
 from tests.conftest import REPO_ROOT, publish_tiny_generator, wait_for_version
@@ -36,13 +35,6 @@ def test_bfloat16_is_refused_without_bfloat16_instructions_and_accepted_with_the
     precision.check_supported("float32", flags=set())
     with pytest.raises(precision.PrecisionError, match="unknown precision"):
         precision.check_supported("float16", flags=set())
-
-
-def test_cpu_flags_reads_the_flags_line(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\nbugs\t\t: spectre_v1\n")
-    assert cpu_flags(cpuinfo) == {"fpu", "avx512f", "amx_bf16"}
-    assert cpu_flags(tmp_path / "missing") == set()
 
 
 def test_an_unknown_precision_is_a_usage_error_not_a_traceback(tmp_path):
