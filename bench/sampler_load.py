@@ -138,11 +138,13 @@ def start_server(store: Path, port: int, extra: list[str], log: Path) -> subproc
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def wait_until_serving(stub: sampler_pb2_grpc.SamplerStub, process: subprocess.Popen) -> int:
+def wait_until_serving(stub: sampler_pb2_grpc.SamplerStub, process: subprocess.Popen, log: Path) -> int:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"the sampler exited with status {process.returncode}; see its log")
+            # The log lives in the run's scratch folder, gone when the benchmark exits: show its end now.
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise SystemExit(f"the sampler exited with status {process.returncode}; the end of its log:\n{tail}")
         try:
             return stub.GetModelInfo(sampler_pb2.GetModelInfoRequest(), timeout=2).info.model_version
         except grpc.RpcError:
@@ -212,6 +214,7 @@ def drive(stub: sampler_pb2_grpc.SamplerStub, clients: int, seconds: float, requ
 @dataclasses.dataclass
 class Server:
     process: subprocess.Popen
+    log: Path
     channel: grpc.Channel
     stub: sampler_pb2_grpc.SamplerStub
     windows: dict[int, list[Window]] = dataclasses.field(default_factory=dict)  # clients -> one per round
@@ -224,7 +227,7 @@ def launch(store: Path, extra: list[str], log: Path) -> Server:
     port = free_loopback_port()
     process = start_server(store, port, extra, log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
-    return Server(process, channel, sampler_pb2_grpc.SamplerStub(channel))
+    return Server(process, log, channel, sampler_pb2_grpc.SamplerStub(channel))
 
 
 def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer) -> list[PassFigures]:
@@ -233,7 +236,7 @@ def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer
     drifts within minutes on a shared VM. Returns each round's in-process figures."""
     request = sampler_pb2.GenerateRequest(count=args.count, format=FORMATS[args.format])
     for server in servers:
-        version = wait_until_serving(server.stub, server.process)
+        version = wait_until_serving(server.stub, server.process, server.log)
         drive(server.stub, 4, 1.0, request, args.timeout)  # warm-up: first passes of each shape
     print(f"\nversion {version}; {args.count} images per request, {args.format.upper()}; {args.rounds} rounds of "
           f"{args.seconds / args.rounds:.1f} s per number of clients and server")
@@ -312,8 +315,10 @@ def main() -> int:
         common = ["--max-batch-size", str(args.max_batch_size), "--max-count", str(max(256, args.count)),
                   "--precision", args.precision, *args.sampler_flags.split()]
         log = Path(scratch) / "sampler.log"
-        servers = [launch(store, common, log), launch(store, [*common, "--no-batching"], log)]  # batched, alone
+        servers: list[Server] = []  # batched, alone; each stopped below even if the next fails to start
         try:
+            for flags in (common, [*common, "--no-batching"]):
+                servers.append(launch(store, flags, log))
             rounds = run_rounds(servers, args, timer)
         finally:
             for server in servers:

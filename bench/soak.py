@@ -129,7 +129,7 @@ def soak(args: argparse.Namespace, store: Path, log: Path) -> bool:
     threads = []
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            wait_until_serving(sampler_pb2_grpc.SamplerStub(channel), sampler)
+            wait_until_serving(sampler_pb2_grpc.SamplerStub(channel), sampler, log)
         request = sampler_pb2.GenerateRequest(count=args.count, format=FORMATS[args.format])
         threads = [threading.Thread(target=call_in_a_loop, args=(f"127.0.0.1:{port}", request, args.timeout, stop,
                                                                   calls), daemon=True) for calls in per_client]
