@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from gan_common import images as image_utils
 from gan_common import store as store_layout
+from sampler_service import precision
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class LoadedModel:
 
 
 Forward = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+Endpoint = Callable[["tf.Tensor | list[tf.Tensor]"], tf.Tensor]  # latents, or [latents, labels] -> images
 
 
 def _inputs(latents: np.ndarray, labels: np.ndarray | None) -> tf.Tensor | list[tf.Tensor]:
@@ -47,11 +49,12 @@ def _inputs(latents: np.ndarray, labels: np.ndarray | None) -> tf.Tensor | list[
     return z if labels is None else [z, tf.constant(labels, dtype=tf.int32)]
 
 
-def _saved_model_forward(path: Path, latent_dim: int) -> Forward:
+def _saved_model_endpoint(path: Path) -> tuple[Endpoint, object]:
+    """The artifact's generator call, and the object it needs kept alive."""
     loaded = tf.saved_model.load(str(path))
     if hasattr(loaded, "serve"):  # keras Model.export()
-        endpoint = loaded.serve
-    elif "serving_default" in loaded.signatures:  # tf.saved_model.save()
+        return loaded.serve, loaded
+    if "serving_default" in loaded.signatures:  # tf.saved_model.save()
         signature = loaded.signatures["serving_default"]
         specs = signature.structured_input_signature[1]
         label_names = [name for name, spec in specs.items() if spec.dtype.is_integer]
@@ -61,26 +64,53 @@ def _saved_model_forward(path: Path, latent_dim: int) -> Forward:
             named = {latent_names[0]: inputs} if not isinstance(inputs, list) else {
                 latent_names[0]: inputs[0], label_names[0]: inputs[1]}
             return next(iter(signature(**named).values()))
-    else:
-        raise LoadError(f"{path} has neither a 'serve' endpoint nor a 'serving_default' signature")
 
-    def forward(latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        return np.asarray(endpoint(_inputs(latents, labels)))
-
-    forward.keep_alive = loaded  # type: ignore[attr-defined]  # the endpoint needs its object alive
-    return forward
+        return endpoint, loaded
+    raise LoadError(f"{path} has neither a 'serve' endpoint nor a 'serving_default' signature")
 
 
-def _keras_forward(path: Path, latent_dim: int) -> Forward:
+def _keras_endpoint(path: Path) -> tuple[Endpoint, object]:
     import keras
 
     model = keras.saving.load_model(str(path), compile=False)
-    call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True), model
+
+
+def _variable_forward(endpoint: Endpoint, owner: object) -> Forward:
+    def forward(latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(endpoint(_inputs(latents, labels)))
+
+    forward.keep_alive = owner  # type: ignore[attr-defined]  # the endpoint needs its object alive
+    return forward
+
+
+def _frozen_forward(endpoint: Endpoint, latent_dim: int, conditional: bool) -> Forward:
+    """The endpoint traced once, for any batch size, with its weights turned into graph constants.
+
+    For bfloat16: the auto-mixed-precision rewrite casts every float32 weight to bfloat16 on every
+    pass, and with the weights as constants grappler folds those casts (and oneDNN's weight reorders)
+    once, when the function is first run. Measured on the Intel Xeon with AMX: passes 10 to 40 % faster
+    for every architecture (DCGAN-k4: 16 rows 6.0 -> 4.7 ms, 256 rows 55 -> 47 ms). In float32 there is
+    nothing to fold (no faster, measured), and freezing may move the last bits of a result, so
+    float32 keeps the variables and the images the trainer scored.
+    """
+    # No public TensorFlow 2 API freezes a function; this one is what the TFLite converter uses.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    latents_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="latent")
+    if conditional:
+        traced = tf.function(lambda z, labels: endpoint([z, labels]),
+                             input_signature=[latents_spec, tf.TensorSpec([None], tf.int32, name="label")])
+    else:
+        traced = tf.function(lambda z: endpoint(z), input_signature=[latents_spec])
+    frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
 
     def forward(latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        return np.asarray(call(_inputs(latents, labels)))
+        inputs = _inputs(latents, labels)
+        outputs = frozen(*inputs) if isinstance(inputs, list) else frozen(inputs)
+        return np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
 
-    forward.keep_alive = model  # type: ignore[attr-defined]
+    forward.keep_alive = frozen  # type: ignore[attr-defined]  # the weights live in it: the model can go
     return forward
 
 
@@ -128,8 +158,8 @@ def verified_pass_shapes(forward: Forward, latent_dim: int, num_classes: int,
 
 
 def load_version(store: Path, version: int, max_batch_size: int = 16) -> LoadedModel:
-    """Reads metadata, loads the artifact, runs one warm-up image through it and finds which forward-pass
-    sizes up to max_batch_size it may use."""
+    """Reads metadata, loads the artifact (frozen when this process computes in bfloat16), runs one warm-up
+    image through it and finds which forward-pass sizes up to max_batch_size it may use."""
     try:
         metadata = store_layout.read_metadata(store, version)
     except store_layout.MetadataError as error:
@@ -137,9 +167,13 @@ def load_version(store: Path, version: int, max_batch_size: int = 16) -> LoadedM
     path = store_layout.version_dir(store, version) / metadata.artifact_path
     if not path.exists():
         raise LoadError(f"the artifact {path} named in metadata.json does not exist")
-    loader = _saved_model_forward if metadata.artifact_format == "saved_model" else _keras_forward
+    loader = _saved_model_endpoint if metadata.artifact_format == "saved_model" else _keras_endpoint
     try:
-        forward = loader(path, metadata.latent_dim)
+        endpoint, owner = loader(path)
+        if precision.active() == "bfloat16":
+            forward = _frozen_forward(endpoint, metadata.latent_dim, conditional=bool(metadata.num_classes))
+        else:
+            forward = _variable_forward(endpoint, owner)
         warm_labels = np.zeros(2, np.int32) if metadata.num_classes else None
         warm = forward(image_utils.latents_for_seed(0, 2, metadata.latent_dim), warm_labels)
     except LoadError:

@@ -2,15 +2,22 @@
 computes in bfloat16 and keeps batching's contract (an image is the same alone or batched)."""
 
 import concurrent.futures
+import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from gan_common.images import latents_for_seed
 from protos.gan.v1 import sampler_pb2
 from sampler_service import precision
+from sampler_service.batching import run_padded
+from sampler_service.loading import load_version
 from tests.conftest import REPO_ROOT, publish_tiny_generator, wait_for_version
+from trainer_service.models import build_dcgan_generator
 
 HAS_BFLOAT16 = precision.bfloat16_supported()
 
@@ -68,6 +75,52 @@ def test_bfloat16_server_is_deterministic_batches_exactly_and_differs_only_sligh
     # bfloat16 really ran, and moved pixels by 8 levels at most, by less than half a level on average.
     difference = np.abs(alone.astype(int) - reference.astype(int))
     assert difference.max() >= 1 and difference.max() <= 8 and difference.mean() < 0.5
+
+
+def write_artifacts(store) -> dict[int, str]:
+    """One version of each artifact kind the sampler loads: Keras export (the trainer's, plain and
+    class-conditional), a .keras file, and a SavedModel with only a serving_default signature."""
+    publish_tiny_generator(store, 1, "dcgan-k4")
+    publish_tiny_generator(store, 2, "dcgan", class_names=("a", "b", "c"))
+    keras.utils.set_random_seed(3)
+    (store / "models" / "3").mkdir(parents=True)
+    build_dcgan_generator().save(store / "models" / "3" / "generator.keras")
+    (store / "models" / "3" / "metadata.json").write_text(json.dumps(
+        {"latent_dim": 100, "artifact_path": "generator.keras", "artifact_format": "keras"}))
+    generator = build_dcgan_generator()
+    module = tf.Module()
+    module.generator = generator
+    module.call = tf.function(lambda z: {"images": generator(z, training=False)},
+                               input_signature=[tf.TensorSpec([None, 100], tf.float32, name="z")])
+    tf.saved_model.save(module, str(store / "models" / "4" / "sm"),
+                        signatures={"serving_default": module.call.get_concrete_function()})
+    (store / "models" / "4" / "metadata.json").write_text(json.dumps(
+        {"latent_dim": 100, "artifact_path": "sm", "artifact_format": "saved_model"}))
+    return {1: "keras export", 2: "conditional keras export", 3: ".keras file", 4: "serving_default signature"}
+
+
+@pytest.mark.skipif(not HAS_BFLOAT16, reason="this CPU has neither avx512_bf16 nor amx_bf16")
+def test_bfloat16_loads_every_artifact_kind_frozen_deterministic_and_close_to_float32(tmp_path):
+    kinds = write_artifacts(tmp_path)
+    latents = latents_for_seed(9, 40, 100)
+    labels = {2: np.arange(40, dtype=np.int32) % 3}
+
+    def images(model) -> np.ndarray:  # 40 rows: passes of 32 and 16 (padded) where both are verified
+        return run_padded(model, latents, labels.get(model.version), model.pass_shapes)
+
+    reference = {version: images(load_version(tmp_path, version, 32)) for version in kinds}
+    precision.apply("bfloat16")
+    for version, kind in kinds.items():
+        model = load_version(tmp_path, version, 32)
+        frozen = model.forward.keep_alive  # type: ignore[attr-defined]
+        assert not frozen.variables, f"{kind}: the bfloat16 forward still reads variables"
+        first = images(model)
+        # Same version, same images: after a reload, and alone as in a batch of 16.
+        np.testing.assert_array_equal(images(load_version(tmp_path, version, 32)), first, err_msg=kind)
+        np.testing.assert_array_equal(run_padded(model, latents[:5], None if version != 2 else labels[2][:5], 16),
+                                      first[:5], err_msg=kind)
+        difference = np.abs(first.astype(int) - reference[version].astype(int))
+        assert 1 <= difference.max() <= 8 and difference.mean() < 0.5, f"{kind}: {difference.max()}"
 
 
 @pytest.fixture(autouse=True)
