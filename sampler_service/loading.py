@@ -84,13 +84,19 @@ def _variable_forward(endpoint: Endpoint, owner: object) -> Forward:
     return forward
 
 
+# Frozen, bfloat16 passes of 16 rows and more ran faster, but passes of 4 and 8 rows twice as slow
+# (measured: 8 rows 5.4 -> 10.8 ms, 16 rows 6.8 -> 5.3 ms): with --max-batch-size under 16 the server keeps
+# the variables.
+FROZEN_MIN_PASS = 16
+
+
 def _frozen_forward(endpoint: Endpoint, latent_dim: int, conditional: bool) -> Forward:
     """The endpoint traced once, for any batch size, with its weights turned into graph constants.
 
     For bfloat16: the auto-mixed-precision rewrite casts every float32 weight to bfloat16 on every
-    pass, and with the weights as constants grappler folds those casts (and oneDNN's weight reorders)
-    once, when the function is first run. Measured on the Intel Xeon with AMX: passes 10 to 40 % faster
-    for every architecture (DCGAN-k4: 16 rows 6.0 -> 4.7 ms, 256 rows 55 -> 47 ms). In float32 there is
+    pass, and with the weights as constants grappler folds those casts once, when the function is
+    first run. Measured on the Intel Xeon with AMX: passes of 16 rows and more 10 to 40 % faster for
+    every architecture (DCGAN-k4: 16 rows 6.0 -> 4.7 ms, 256 rows 55 -> 47 ms). In float32 there is
     nothing to fold (no faster, measured), and freezing may move the last bits of a result, so
     float32 keeps the variables and the images the trainer scored.
     """
@@ -170,7 +176,7 @@ def load_version(store: Path, version: int, max_batch_size: int = 16) -> LoadedM
     loader = _saved_model_endpoint if metadata.artifact_format == "saved_model" else _keras_endpoint
     try:
         endpoint, owner = loader(path)
-        if precision.active() == "bfloat16":
+        if precision.active() == "bfloat16" and candidate_pass_shapes(max_batch_size)[0] >= FROZEN_MIN_PASS:
             forward = _frozen_forward(endpoint, metadata.latent_dim, conditional=bool(metadata.num_classes))
         else:
             forward = _variable_forward(endpoint, owner)
