@@ -2,13 +2,13 @@
 or bfloat16 on CPUs that have bfloat16 instructions (TensorFlow Serving's --mixed_precision=bfloat16).
 
 bfloat16 is TensorFlow's oneDNN auto-mixed-precision rewrite: each loaded graph's matrix products and
-convolutions run in bfloat16 (on AMX tiles where the CPU has them), accumulating in float32. The loader
-freezes each model's weights into its graph, so that their casts to bfloat16 are folded once instead of
-repeated on every pass (loading._frozen_forward). On an Intel Xeon with AMX it doubled the generator's images/s at large
-batches (README, Sampler). Pixels move a little (on the demo model a quarter of them by one level of
-255, 1.5 % by more, none by more than 8) and FID does not change; an image is still a pure
-function of seed, version and precision, and still the same alone or batched (the load-time check of
-pass sizes runs in the chosen precision).
+convolutions run in bfloat16 (on AMX tiles where the CPU has them), accumulating in float32. The
+loader freezes each model's weights into its graph, so that their casts to bfloat16 are folded once
+instead of repeated on every pass (loading._frozen_forward). On an Intel Xeon with AMX it doubled the
+generator's images/s at large batches (README, Sampler). Pixels move a little (on the demo model a
+quarter of them by one level of 255, 1.5 % by more, none by more than 8) and FID does not change; an
+image is still a pure function of seed, version and precision, and still the same alone or batched
+(the load-time check of pass sizes runs in the chosen precision).
 """
 
 from __future__ import annotations
