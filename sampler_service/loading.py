@@ -49,11 +49,23 @@ def _inputs(latents: np.ndarray, labels: np.ndarray | None) -> tf.Tensor | list[
     return z if labels is None else [z, tf.constant(labels, dtype=tf.int32)]
 
 
+def _images_output(outputs, path: Path) -> tf.Tensor:
+    """The one tensor of an endpoint's result: a tensor, or a dict, list or tuple holding exactly one."""
+    if isinstance(outputs, dict) and len(outputs) == 1:
+        return next(iter(outputs.values()))
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        return outputs[0]
+    if isinstance(outputs, (dict, list, tuple)):
+        names = ", ".join(sorted(map(str, outputs))) if isinstance(outputs, dict) else f"{len(outputs)} tensors"
+        raise LoadError(f"{path} returns several outputs ({names}); a generator must return one tensor of images")
+    return outputs
+
+
 def _saved_model_endpoint(path: Path) -> tuple[Endpoint, object]:
     """The artifact's generator call, and the object it needs kept alive."""
     loaded = tf.saved_model.load(str(path))
-    if hasattr(loaded, "serve"):  # keras Model.export()
-        return loaded.serve, loaded
+    if hasattr(loaded, "serve"):  # keras Model.export(), or a tf.Module with a serve function
+        return (lambda inputs: _images_output(loaded.serve(inputs), path)), loaded
     if "serving_default" in loaded.signatures:  # tf.saved_model.save()
         signature = loaded.signatures["serving_default"]
         specs = signature.structured_input_signature[1]
@@ -63,7 +75,7 @@ def _saved_model_endpoint(path: Path) -> tuple[Endpoint, object]:
         def endpoint(inputs: tf.Tensor | list[tf.Tensor]) -> tf.Tensor:
             named = {latent_names[0]: inputs} if not isinstance(inputs, list) else {
                 latent_names[0]: inputs[0], label_names[0]: inputs[1]}
-            return next(iter(signature(**named).values()))
+            return _images_output(signature(**named), path)
 
         return endpoint, loaded
     raise LoadError(f"{path} has neither a 'serve' endpoint nor a 'serving_default' signature")
@@ -73,7 +85,8 @@ def _keras_endpoint(path: Path) -> tuple[Endpoint, object]:
     import keras
 
     model = keras.saving.load_model(str(path), compile=False)
-    return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True), model
+    return tf.function(lambda inputs: _images_output(model(inputs, training=False), path),
+                       reduce_retracing=True), model
 
 
 def _variable_forward(endpoint: Endpoint, owner: object) -> Forward:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -85,3 +86,20 @@ def wait_until(condition, timeout: float, what: str, process=None):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def save_module_with_serve(version_dir, outputs) -> None:
+    """A tf.Module SavedModel whose serve function returns `outputs(images)`, as hand-written exports do."""
+    import keras
+    import tensorflow as tf
+
+    from trainer_service.models import build_dcgan_generator
+
+    keras.utils.set_random_seed(3)
+    module = tf.Module()
+    module.generator = build_dcgan_generator()
+    module.serve = tf.function(lambda z: outputs(module.generator(z, training=False)),
+                               input_signature=[tf.TensorSpec([None, 100], tf.float32)])
+    tf.saved_model.save(module, str(version_dir / "sm"))
+    (version_dir / "metadata.json").write_text(json.dumps(
+        {"latent_dim": 100, "artifact_path": "sm", "artifact_format": "saved_model"}))

@@ -16,7 +16,7 @@ from protos.gan.v1 import sampler_pb2
 from sampler_service import precision
 from sampler_service.batching import run_padded
 from sampler_service.loading import load_version
-from tests.conftest import REPO_ROOT, publish_tiny_generator, wait_for_version
+from tests.conftest import REPO_ROOT, publish_tiny_generator, save_module_with_serve, wait_for_version
 from trainer_service.models import build_dcgan_generator
 
 HAS_BFLOAT16 = precision.bfloat16_supported()
@@ -79,7 +79,8 @@ def test_bfloat16_server_is_deterministic_batches_exactly_and_differs_only_sligh
 
 def write_artifacts(store) -> dict[int, str]:
     """One version of each artifact kind the sampler loads: Keras export (the trainer's, plain and
-    class-conditional), a .keras file, and a SavedModel with only a serving_default signature."""
+    class-conditional), a .keras file, a SavedModel with only a serving_default signature, and one whose
+    serve function returns a dict."""
     publish_tiny_generator(store, 1, "dcgan-k4")
     publish_tiny_generator(store, 2, "dcgan", class_names=("a", "b", "c"))
     keras.utils.set_random_seed(3)
@@ -96,7 +97,9 @@ def write_artifacts(store) -> dict[int, str]:
                         signatures={"serving_default": module.call.get_concrete_function()})
     (store / "models" / "4" / "metadata.json").write_text(json.dumps(
         {"latent_dim": 100, "artifact_path": "sm", "artifact_format": "saved_model"}))
-    return {1: "keras export", 2: "conditional keras export", 3: ".keras file", 4: "serving_default signature"}
+    save_module_with_serve(store / "models" / "5", lambda images: {"images": images})
+    return {1: "keras export", 2: "conditional keras export", 3: ".keras file", 4: "serving_default signature",
+            5: "serve function returning a dict"}
 
 
 @pytest.mark.skipif(not HAS_BFLOAT16, reason="this CPU has neither avx512_bf16 nor amx_bf16")

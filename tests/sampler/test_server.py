@@ -11,9 +11,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from gan_common.images import decode_png
+from gan_common.images import decode_png, latents_for_seed, to_uint8
 from protos.gan.v1 import sampler_pb2
-from tests.conftest import publish_tiny_generator
+from sampler_service.loading import LoadError, load_version
+from tests.conftest import publish_tiny_generator, save_module_with_serve
 from tests.conftest import wait_for_version
 from trainer_service.models import build_dcgan_generator
 
@@ -147,6 +148,23 @@ def test_serves_a_generator_exported_with_keras_export(start_sampler, tmp_path):
     _, stub = start_sampler()
     wait_for_version(stub, 7)
     assert generate(stub, count=1).model_version == 7
+
+
+def test_a_serve_function_returning_a_dict_is_served_and_one_with_two_outputs_refused(start_sampler, tmp_path):
+    save_module_with_serve(tmp_path / "models" / "3", lambda images: {"images": images})
+    two_outputs = tmp_path / "models" / "4"
+    save_module_with_serve(two_outputs, lambda images: {"images": images, "logits": images[:, 0, 0, :]})
+    keras.utils.set_random_seed(3)
+    expected = build_dcgan_generator()  # the same seeded weights as the saved ones
+    server, stub = start_sampler()
+    wait_for_version(stub, 3)
+    response = generate(stub, count=2, seed=1, format=sampler_pb2.IMAGE_FORMAT_RAW_UINT8)
+    images = np.stack([np.frombuffer(image, np.uint8) for image in response.images]).reshape(2, 28, 28, 1)
+    direct = to_uint8(expected(latents_for_seed(1, 2, 100), training=False).numpy())
+    np.testing.assert_array_equal(images, direct)
+    with pytest.raises(LoadError, match="several outputs \\(images, logits\\).*one tensor of images"):
+        load_version(tmp_path, 4)
+    assert generate(stub, count=1).model_version == 3
 
 
 def test_broken_newer_version_is_skipped_and_the_good_one_kept(start_sampler, tmp_path):
