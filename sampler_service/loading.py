@@ -123,10 +123,19 @@ def _frozen_forward(endpoint: Endpoint, latent_dim: int, conditional: bool) -> F
     else:
         traced = tf.function(lambda z: endpoint(z), input_signature=[latents_spec])
     frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
+    # Called flat: the frozen function's structured signature takes no arguments, so a plain call first
+    # fails to bind, formats the whole latent tensor into the error it then catches, and only then runs
+    # the flat call. That detour cost 0.5 ms of a 2.3 ms pass of 16 rows (measured, DCGAN-k4).
+    if hasattr(frozen, "_call_flat"):
+        def call(inputs: list[tf.Tensor]):
+            return frozen._call_flat(inputs, frozen.captured_inputs)
+    else:  # a TensorFlow without the private method: the plain call gives the same images
+        def call(inputs: list[tf.Tensor]):
+            return frozen(*inputs)
 
     def forward(latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         inputs = _inputs(latents, labels)
-        outputs = frozen(*inputs) if isinstance(inputs, list) else frozen(inputs)
+        outputs = call(inputs if isinstance(inputs, list) else [inputs])
         return np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
 
     forward.keep_alive = frozen  # type: ignore[attr-defined]  # the weights live in it: the model can go

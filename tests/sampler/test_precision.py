@@ -120,6 +120,10 @@ def test_bfloat16_loads_every_artifact_kind_frozen_deterministic_and_close_to_fl
         frozen = model.forward.keep_alive  # type: ignore[attr-defined]
         assert not frozen.variables, f"{kind}: the bfloat16 forward still reads variables"
         first = images(model)
+        # The server calls the frozen function flat (faster); a plain call computes the same floats.
+        z, row_labels = tf.constant(latents[:16]), labels[version][:16] if version in labels else None
+        plain = frozen(z) if row_labels is None else frozen(z, tf.constant(row_labels))
+        np.testing.assert_array_equal(model.forward(latents[:16], row_labels), np.asarray(plain[0]), err_msg=kind)
         # Same version, same images: after a reload, and in a pass of 16 alone as beside other rows.
         np.testing.assert_array_equal(images(load_version(tmp_path, version, 32)), first, err_msg=kind)
         np.testing.assert_array_equal(images(model, 5, 16), first[:5], err_msg=kind)
