@@ -97,19 +97,14 @@ def _variable_forward(endpoint: Endpoint, owner: object) -> Forward:
     return forward
 
 
-# Frozen, bfloat16 passes of 16 rows and more ran faster, but passes of 4 and 8 rows twice as slow
-# (measured: 8 rows 5.4 -> 10.8 ms, 16 rows 6.8 -> 5.3 ms): with --max-batch-size under 16 the server keeps
-# the variables.
-FROZEN_MIN_PASS = 16
-
-
 def _frozen_forward(endpoint: Endpoint, latent_dim: int, conditional: bool) -> Forward:
     """The endpoint traced once, for any batch size, with its weights turned into graph constants.
 
     For bfloat16: the auto-mixed-precision rewrite casts every float32 weight to bfloat16 on every
     pass, and with the weights as constants grappler folds those casts once, when the function is
-    first run. Measured on the Intel Xeon with AMX: every architecture faster, passes of 16 rows by 6 to
-    36 %, of 256 rows by 3 to 35 % (DCGAN-k4: 16 rows 6.0 -> 4.7 ms, 256 rows 55 -> 47 ms). In float32
+    first run. Measured on the Intel Xeon with AMX, medians of three alternating rounds: DCGAN-k4 passes
+    of 4, 8 and 16 rows 1.96, 2.35, 2.85 -> 1.22, 1.50, 1.92 ms; the tutorial DCGAN's of 16 rows 3.43 ->
+    2.24 ms; the dense GAN's 1.38 -> 0.37 ms (and on a slower day, DCGAN-k4 256 rows 55 -> 47 ms). In float32
     there is nothing to fold (no faster, measured), and freezing may move the last bits of a result,
     so float32 keeps the variables and the images the trainer scored.
     """
@@ -124,8 +119,9 @@ def _frozen_forward(endpoint: Endpoint, latent_dim: int, conditional: bool) -> F
         traced = tf.function(lambda z: endpoint(z), input_signature=[latents_spec])
     frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
     # Called flat: the frozen function's structured signature takes no arguments, so a plain call first
-    # fails to bind, formats the whole latent tensor into the error it then catches, and only then runs
-    # the flat call. That detour cost 0.5 ms of a 2.3 ms pass of 16 rows (measured, DCGAN-k4).
+    # fails to bind, formats the latent tensor into the error it then catches, and only then runs the flat
+    # call. That detour cost 0.5 ms of a 2.3 ms pass of 16 rows (DCGAN-k4), and 2.3 ms at 8 rows, whose
+    # 800 numbers numpy prints in full: it had made small frozen passes look slower than unfrozen ones.
     if hasattr(frozen, "_call_flat"):
         def call(inputs: list[tf.Tensor]):
             return frozen._call_flat(inputs, frozen.captured_inputs)
@@ -198,7 +194,7 @@ def load_version(store: Path, version: int, max_batch_size: int = 16) -> LoadedM
     loader = _saved_model_endpoint if metadata.artifact_format == "saved_model" else _keras_endpoint
     try:
         endpoint, owner = loader(path)
-        if precision.active() == "bfloat16" and candidate_pass_shapes(max_batch_size)[0] >= FROZEN_MIN_PASS:
+        if precision.active() == "bfloat16":
             forward = _frozen_forward(endpoint, metadata.latent_dim, conditional=bool(metadata.num_classes))
         else:
             forward = _variable_forward(endpoint, owner)
