@@ -9,7 +9,10 @@ no-batching baseline (--no-batching: one request per forward pass). For each num
 prints images/s, requests/s, p50/p95/p99 latency and errors of both. In this process it times the
 generator's forward pass at several batch sizes (the limit: the most images/s at the median pass) and
 the pass the server runs for one request of --count images alone ("one forward pass": its median; the
-server pads it to the smallest of its verified pass sizes).
+server pads it to the smallest of its verified pass sizes). On Linux it also reads, from /proc, the CPU
+that each server process and the clients use inside the windows, and splits a request's server CPU at the
+most clients into its forward passes (the limit's in-process CPU per image) and the rest: gRPC, PNGs and
+Python, which bound the share of the limit a server can reach when its passes are cheap.
 
 The measured time is split into --rounds rounds. A round runs one window per number of clients on each
 server (their order alternating from round to round), then the in-process passes with both servers
@@ -73,21 +76,25 @@ class PassTimer:
     def shapes(self) -> tuple[int, ...]:
         return self.model.pass_shapes
 
-    def _times(self, rows: int, shapes: int | tuple[int, ...], repeats: int) -> list[float]:
+    def _times(self, rows: int, shapes: int | tuple[int, ...], repeats: int) -> tuple[list[float], float]:
+        """Each pass's seconds, and this process's CPU seconds over all of them (its clients are idle)."""
         from sampler_service.batching import run_padded
 
         labels = None if self.labels is None else self.labels[:rows]
         run_padded(self.model, self.latents[:rows], labels, shapes)  # warm-up
         seconds = []
+        cpu_started = time.process_time()
         for _ in range(repeats):
             started = time.perf_counter()
             run_padded(self.model, self.latents[:rows], labels, shapes)
             seconds.append(time.perf_counter() - started)
-        return seconds
+        return seconds, time.process_time() - cpu_started
 
     def measure(self) -> "PassFigures":
-        return PassFigures({rows: self._times(rows, rows, self.repeats) for rows in self.batches},
-                           self._times(self.count, self.shapes, max(self.repeats, ONE_PASS_REPEATS)))
+        timed = {rows: self._times(rows, rows, self.repeats) for rows in self.batches}
+        return PassFigures({rows: times for rows, (times, _) in timed.items()},
+                           self._times(self.count, self.shapes, max(self.repeats, ONE_PASS_REPEATS))[0],
+                           {rows: (cpu, rows * self.repeats) for rows, (_, cpu) in timed.items()})
 
 
 @dataclasses.dataclass
@@ -96,10 +103,17 @@ class PassFigures:
 
     passes: dict[int, list[float]]
     one_request: list[float]
+    cpu: dict[int, tuple[float, int]]  # per batch size: CPU seconds (all threads) of its timed passes, images
 
     def __add__(self, other: "PassFigures") -> "PassFigures":
         return PassFigures({rows: times + other.passes[rows] for rows, times in self.passes.items()},
-                           self.one_request + other.one_request)
+                           self.one_request + other.one_request,
+                           {rows: (cpu + other.cpu[rows][0], images + other.cpu[rows][1])
+                            for rows, (cpu, images) in self.cpu.items()})
+
+    def cpu_ms_per_image(self, rows: int) -> float:
+        cpu, images = self.cpu[rows]
+        return cpu / images * 1000
 
     def limit(self) -> tuple[int, float, float]:
         """The batch size with the most images/s in its median pass, those images/s, and its best pass's."""
@@ -124,6 +138,15 @@ class PassFigures:
             print(f"  batch {rows:4d}: {median * 1000:8.1f} ms  {rows / median:7.0f} images/s  (best "
                   f"{rows / min(times):5.0f}){mark}")
         print(f"  {self.summary()}")
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds a process has used, all its threads (Linux /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def free_loopback_port() -> int:
@@ -160,10 +183,13 @@ class Window:
     images: int = 0
     latencies: list[float] = dataclasses.field(default_factory=list)
     errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    server_cpu: float | None = None  # CPU seconds the server process used inside the window (None: no /proc)
+    client_cpu: float = 0.0  # and this process, whose only work then is its clients
 
     def __add__(self, other: "Window") -> "Window":
+        server_cpu = None if self.server_cpu is None or other.server_cpu is None else self.server_cpu + other.server_cpu
         return Window(self.seconds + other.seconds, self.images + other.images, self.latencies + other.latencies,
-                      self.errors + other.errors)
+                      self.errors + other.errors, server_cpu, self.client_cpu + other.client_cpu)
 
     @property
     def images_per_s(self) -> float:
@@ -174,10 +200,11 @@ class Window:
 
 
 def drive(stub: sampler_pb2_grpc.SamplerStub, clients: int, seconds: float, request: sampler_pb2.GenerateRequest,
-          timeout: float) -> Window:
+          timeout: float, server_pid: int | None = None) -> Window:
     """`clients` threads call Generate back to back; after WINDOW_RAMP_S (every client has a call in
     flight: steady state) a window of `seconds` counts the calls that end inside it, whenever they
-    began, so the calls cut by its edges neither inflate nor deflate images/s."""
+    began, so the calls cut by its edges neither inflate nor deflate images/s. The CPU that the server
+    (`server_pid`) and the clients use between the window's edges is counted too."""
     window = Window(seconds)
     lock = threading.Lock()
     start_line = threading.Barrier(clients + 1)
@@ -206,6 +233,13 @@ def drive(stub: sampler_pb2_grpc.SamplerStub, clients: int, seconds: float, requ
     opens = time.perf_counter() + WINDOW_RAMP_S
     closes = opens + seconds
     start_line.wait()
+    time.sleep(max(0.0, opens - time.perf_counter()))
+    server_opens, client_opens = process_cpu_seconds(server_pid) if server_pid else None, time.process_time()
+    time.sleep(max(0.0, closes - time.perf_counter()))
+    server_closes = process_cpu_seconds(server_pid) if server_pid else None
+    window.client_cpu = time.process_time() - client_opens
+    if server_opens is not None and server_closes is not None:
+        window.server_cpu = server_closes - server_opens
     for thread in threads:
         thread.join(timeout=WINDOW_RAMP_S + seconds + timeout + 10)
     return window
@@ -244,7 +278,8 @@ def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer
     for number in range(args.rounds):
         for clients in args.clients:
             for server in servers if number % 2 == 0 else servers[::-1]:
-                window = drive(server.stub, clients, args.seconds / args.rounds, request, args.timeout)
+                window = drive(server.stub, clients, args.seconds / args.rounds, request, args.timeout,
+                               server.process.pid)
                 server.windows.setdefault(clients, []).append(window)
         rounds.append(timer.measure())
         line = "  ".join(f"{clients} clients " + " / ".join(f"{server.windows[clients][-1].images_per_s:.0f}"
@@ -268,6 +303,22 @@ def print_rows(batched: Server, alone: Server, clients_list: list[int]) -> None:
                           f"{errors}" + (f" {dict(w.errors)}" if errors else "")))
         (rate, rps, latency, errors), (rate0, _, latency0, errors0) = cells
         print(f"  {clients:7d} | {rate:>18} {rps:>7} {latency:>22} {errors:>6} | {rate0:>21} {latency0:>22} {errors0:>6}")
+
+
+def print_cpu(batched: Server, alone: Server, clients_list: list[int]) -> None:
+    """What the servers' CPU went to: cores busy and CPU ms per request, inside the windows."""
+    if batched.pooled(clients_list[0]).server_cpu is None:
+        return  # no /proc here
+    print(f"\n  CPU in the windows (cores busy; ms of CPU per request):\n  {'clients':>7} | {'batching: cores':>15} "
+          f"{'ms/request':>10} | {'no batching: cores':>18} {'ms/request':>10} | {'clients: cores':>14}")
+    for clients in clients_list:
+        cells = []
+        for server in (batched, alone):
+            w = server.pooled(clients)
+            cells += [f"{w.server_cpu / w.seconds:.2f}", f"{w.server_cpu / max(len(w.latencies), 1) * 1000:.2f}"]
+        w = batched.pooled(clients)
+        print(f"  {clients:7d} | {cells[0]:>15} {cells[1]:>10} | {cells[2]:>18} {cells[3]:>10} | "
+              f"{w.client_cpu / w.seconds:>14.2f}")
 
 
 def main() -> int:
@@ -331,6 +382,7 @@ def main() -> int:
     pooled = sum(rounds[1:], rounds[0])
     print(f"\nall rounds pooled; in-process: {pooled.summary()}")
     print_rows(batched, alone, args.clients)
+    print_cpu(batched, alone, args.clients)
     print("\ntargets (all rounds pooled; in brackets the rounds' spread, each round against its own passes):")
     top = max(args.clients)
     row, base = batched.pooled(top), alone.pooled(top)
@@ -341,6 +393,15 @@ def main() -> int:
           f"limit (target >= 80%; rounds {min(shares):.0%}..{max(shares):.0%}; {row.images_per_s / best_limit:.0%} "
           f"of its best pass), {row.images_per_s / base.images_per_s:.2f}x no batching (target >= 1.5x; rounds "
           f"{min(gains):.2f}..{max(gains):.2f}), errors {sum(row.errors.values())} (target 0)")
+    if row.server_cpu is not None and row.latencies:
+        # The share of the limit falls as a request's CPU outside its pass (gRPC, PNGs, Python) grows beside it.
+        rows = pooled.limit()[0]
+        per_request = row.server_cpu / len(row.latencies) * 1000
+        in_passes = pooled.cpu_ms_per_image(rows) * args.count
+        print(f"  {top} clients, CPU: the server used {per_request:.2f} ms per request, of which forward passes "
+              f"about {in_passes:.2f} ms ({args.count} images at the limit's {pooled.cpu_ms_per_image(rows):.3f} ms "
+              f"of CPU an image, in-process) and the rest {per_request - in_passes:.2f} ms (gRPC, PNGs, Python, and "
+              f"any passes smaller than the limit's)")
     if 1 in args.clients:
         one_best, one_median, one_p99 = pooled.one_pass()
         p99 = batched.pooled(1).percentile(99)

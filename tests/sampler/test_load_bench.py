@@ -36,3 +36,9 @@ def test_short_load_run_prints_every_row_and_the_targets():
     assert re.search(r"4 clients: \d+ images/s = \d+% of the in-process limit .* [\d.]+x no batching .* errors 0",
                      output)
     assert re.search(r"1 client: p99 [\d.]+ ms = [\d.]+x one forward pass for 16 images", output)
+    if sys.platform.startswith("linux"):  # CPU figures come from /proc
+        for clients in (1, 4):
+            cpu_row = rf"^ +{clients} \| +[\d.]+ +[\d.]+ \| +[\d.]+ +[\d.]+ \| +[\d.]+$"
+            assert re.search(cpu_row, output, re.M), output[-3000:]
+        assert re.search(r"4 clients, CPU: the server used [\d.]+ ms per request, of which forward passes about "
+                         r"[\d.]+ ms .* and the rest -?[\d.]+ ms", output)
