@@ -397,9 +397,10 @@ def main() -> int:
         # The share of the limit falls as a request's CPU outside its pass (gRPC, PNGs, Python) grows beside it.
         rows = pooled.limit()[0]
         per_request = row.server_cpu / len(row.latencies) * 1000
-        in_passes = pooled.cpu_ms_per_image(rows) * args.count
+        per_image = pooled.cpu_ms_per_image(rows)
+        in_passes = per_image * args.count
         print(f"  {top} clients, CPU: the server used {per_request:.2f} ms per request, of which forward passes "
-              f"about {in_passes:.2f} ms ({args.count} images at the limit's {pooled.cpu_ms_per_image(rows):.3f} ms "
+              f"about {in_passes:.2f} ms ({args.count} images at the limit's {per_image:.3f} ms "
               f"of CPU an image, in-process) and the rest {per_request - in_passes:.2f} ms (gRPC, PNGs, Python, and "
               f"any passes smaller than the limit's)")
     if 1 in args.clients:
