@@ -101,14 +101,16 @@ class ServerSecurity:
     def authenticates(self) -> bool:
         return bool(self.token_file or self.tls_client_ca)
 
-    def interceptor(self, protected: Callable[[str], bool], local_without_credentials: bool = False
-                    ) -> "AuthInterceptor | None":
-        """An interceptor that guards the methods `protected` picks. With no token and no client CA
-        configured: None (all open), or, with `local_without_credentials`, callers on loopback only."""
+    def interceptor(self, protected: Callable[[str], bool], local_without_credentials: bool = False,
+                    asyncio: bool = False) -> "AuthInterceptor | None":
+        """An interceptor that guards the methods `protected` picks (for a grpc.aio server with
+        `asyncio`). With no token and no client CA configured: None (all open), or, with
+        `local_without_credentials`, callers on loopback only."""
         if not self.authenticates and not local_without_credentials:
             return None
         token = read_token(self.token_file) if self.token_file else None
-        return AuthInterceptor(protected, token, bool(self.tls_client_ca), self.identities)
+        kind = AsyncAuthInterceptor if asyncio else AuthInterceptor
+        return kind(protected, token, bool(self.tls_client_ca), self.identities)
 
     @property
     def identities(self) -> tuple[str, ...]:
@@ -172,15 +174,22 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 "this method needs credentials: an 'authorization: Bearer <token>' header"
                 + (" or an allowed client certificate" if self.client_certificates else ""))
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    def _guarded(self, handler, handler_call_details, guard):
+        """`handler` with its behaviour wrapped by `guard`, or as it is when the method is open."""
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_SERVICES) or not self.protected(method):
             return handler
         metadata = {key: value for key, value in handler_call_details.invocation_metadata
                     if isinstance(value, str)}
+        # The certificate is only visible on the call's context, so the check wraps the behaviour.
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                return handler._replace(**{kind: guard(behaviour, metadata)})
+        return handler
 
-        def guard(behaviour):
+    def intercept_service(self, continuation, handler_call_details):
+        def guard(behaviour, metadata):
             def checked(request, context):
                 refusal = self._refusal(metadata, context)
                 if refusal is not None:
@@ -188,14 +197,22 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 return behaviour(request, context)
             return checked
 
-        # The certificate is only visible on the call's context, so the check wraps the behaviour.
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=guard(handler.unary_unary))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=guard(handler.unary_stream))
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=guard(handler.stream_unary))
-        return handler._replace(stream_stream=guard(handler.stream_stream))
+        return self._guarded(continuation(handler_call_details), handler_call_details, guard)
+
+
+class AsyncAuthInterceptor(AuthInterceptor, grpc.aio.ServerInterceptor):
+    """The same checks for an asyncio server (the sampler's), whose behaviours are coroutines."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        def guard(behaviour, metadata):
+            async def checked(request, context):
+                refusal = self._refusal(metadata, context)
+                if refusal is not None:
+                    await context.abort(*refusal)
+                return await behaviour(request, context)
+            return checked
+
+        return self._guarded(await continuation(handler_call_details), handler_call_details, guard)
 
 
 # ---- client side ----

@@ -41,8 +41,8 @@ class SamplerConfig(ServerSecurity):
                                           "RESOURCE_EXHAUSTED at once")
     max_message_bytes: int = option(64 * 1024 * 1024, "largest response message; bigger requests are "
                                                       "refused with a hint to use GenerateStream")
-    workers: int = option(128, "gRPC worker threads = the most calls in progress at once (each waits on "
-                               "its thread); more are refused with RESOURCE_EXHAUSTED")
+    workers: int = option(128, "the most calls in progress at once (queued or computing); more are refused "
+                               "with RESOURCE_EXHAUSTED")
     metrics_port: int | None = option(None, "HTTP port for Prometheus /metrics and /live, /ready "
                                             "(none: off; 0: any free port)")
     shutdown_grace_seconds: float = option(30.0, "on SIGTERM, how long in-flight requests may take to finish")

@@ -186,14 +186,21 @@ class ModelRegistry:
             return self._loaded[version]
         return None
 
-    def acquire(self, version: int | None) -> LoadedModel:
-        """Leases the model for a request (the served one, or a pinned version, loaded on demand);
-        every acquire needs a release."""
+    def acquire_loaded(self, version: int | None) -> LoadedModel | None:
+        """acquire() when the model is in memory already, so it never waits for a load (an asyncio
+        handler may call it on the event loop); None when it would have to load it."""
         with self._lock:
             model = self._lookup_locked(version)
             if model is not None:
                 self._in_flight[model.version] += 1
-                return model
+            return model
+
+    def acquire(self, version: int | None) -> LoadedModel:
+        """Leases the model for a request (the served one, or a pinned version, loaded on demand);
+        every acquire needs a release."""
+        model = self.acquire_loaded(version)
+        if model is not None:
+            return model
         assert version is not None
         if version not in self.available_versions():
             raise VersionNotFound()

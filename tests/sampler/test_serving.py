@@ -205,6 +205,20 @@ def test_newest_versions_are_kept_loaded_pins_load_older_ones_and_scores_show_up
     assert dict(listed[-1].scores) == {"fid": 41.5, "precision": 0.62}
 
 
+def test_loading_a_pinned_version_holds_up_no_other_call(start_sampler, store):
+    """Handlers share one event loop: a pin that loads its version from disk (seconds) loads it on a
+    thread, and calls for the served version are answered meanwhile."""
+    server, stub = start_sampler(store, max_loaded_versions=1)
+    wait_for_version(stub, 2)
+    pinned = stub.Generate.future(sampler_pb2.GenerateRequest(count=1, seed=1, model_version=1), timeout=120)
+    answered = 0
+    while not pinned.done():
+        assert stub.Generate(sampler_pb2.GenerateRequest(count=1, seed=2), timeout=30).model_version == 2
+        answered += 1
+    assert pinned.result().model_version == 1
+    assert answered >= 5, f"only {answered} calls were answered while version 1 loaded"
+
+
 def test_overload_is_refused_at_once_with_resource_exhausted(start_sampler, store):
     server, stub = start_sampler(store, max_count=16, max_queued_images=16, max_batch_size=16,
                                  max_queue_delay_ms=FULL_BATCH_ONLY)
@@ -219,7 +233,7 @@ def test_overload_is_refused_at_once_with_resource_exhausted(start_sampler, stor
     assert len(filler.images) == 6 and len(first.result().images) == 10
 
 
-def test_requests_beyond_the_worker_threads_are_refused(start_sampler, store):
+def test_calls_beyond_workers_in_progress_are_refused(start_sampler, store):
     server, stub = start_sampler(store, workers=2, max_queue_delay_ms=FULL_BATCH_ONLY)
     wait_for_version(stub, 2)
     waiting = [stub.Generate.future(sampler_pb2.GenerateRequest(count=1, model_version=1), timeout=120)
@@ -266,14 +280,19 @@ def test_prometheus_metrics_ready_live_and_debug_log_lines(start_sampler, tmp_pa
         stub.Generate(sampler_pb2.GenerateRequest(count=20, seed=5), timeout=60)
         with pytest.raises(grpc.RpcError):
             stub.Generate(sampler_pb2.GenerateRequest(count=0), timeout=60)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as garbage:
+            channel.unary_unary("/gan.v1.Sampler/Generate")(b"\x00", timeout=60)  # not a GenerateRequest
+    assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert garbage.value.details().startswith("the request is not a valid gan.v1.GenerateRequest: ")
     assert any("rpc method=Generate code=OK" in line and "count=20 seed=5" in line and "served_version=1" in line
                for line in caplog.messages)
+    assert any("code=INVALID_ARGUMENT" in line and "unparsed_bytes=1" in line for line in caplog.messages)
     status, text = scrape(server.metrics_port, "/metrics")
     assert status == 200
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
     assert samples[("gan_sampler_requests_total", (("code", "OK"), ("method", "Generate")))] == 1
-    assert samples[("gan_sampler_requests_total", (("code", "INVALID_ARGUMENT"), ("method", "Generate")))] == 1
+    assert samples[("gan_sampler_requests_total", (("code", "INVALID_ARGUMENT"), ("method", "Generate")))] == 2
     assert samples[("gan_sampler_images_generated_total", (("version", "1"),))] == 20
     assert samples[("gan_sampler_batch_size_images_count", ())] == 1  # one batch of 20 (passes of 16 + 16)
     assert samples[("gan_sampler_loaded_versions", ())] == 1 and samples[("gan_sampler_serving_version", ())] == 1
