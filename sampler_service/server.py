@@ -81,7 +81,8 @@ class SamplerServer:
             for service in ("", SERVICE_NAME):
                 await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         # from the poller's thread, or start()'s: the health servicer lives on the loop
-        asyncio.run_coroutine_threadsafe(serving(), self._loop)
+        if not self._loop.is_closed():  # a load that finished after stop() has nobody to tell
+            asyncio.run_coroutine_threadsafe(serving(), self._loop)
 
     def start(self) -> int:
         """Binds, starts serving and polling; returns the bound port (config port 0 picks a free one)."""
