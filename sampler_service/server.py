@@ -31,6 +31,21 @@ MAX_REQUEST_BYTES = 64 * 1024  # requests are a handful of numbers
 T = TypeVar("T")
 
 
+class _CallEndedFirst(logging.Filter):
+    """grpc.aio logs at ERROR, with a traceback, a handler's last send that failed because the call had
+    ended meanwhile (its deadline passed, or its caller left, as the handler finished): nothing went
+    wrong in the server. One DEBUG line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("ExecuteBatchError raised in core by servicer method"):
+            return True
+        logger.debug("%s: the call had ended before its last send", record.getMessage())
+        return False
+
+
+logging.getLogger("grpc._cython.cygrpc").addFilter(_CallEndedFirst())
+
+
 class SamplerServer:
     """The running service: gRPC server, batcher, model registry and its store poller, metrics."""
 

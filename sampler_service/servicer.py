@@ -37,6 +37,7 @@ from sampler_service.registry import (ModelRegistry, NoModelYet, VersionNotFound
 logger = logging.getLogger(__name__)
 
 SAMPLER_SERVICE = sampler_pb2.DESCRIPTOR.services_by_name["Sampler"]
+REQUEST_TYPES = {method.name: getattr(sampler_pb2, method.input_type.name) for method in SAMPLER_SERVICE.methods}
 VERSION_STATES = {"ON_DISK": sampler_pb2.VERSION_STATE_ON_DISK, "LOADED": sampler_pb2.VERSION_STATE_LOADED,
                   "UNLOADING": sampler_pb2.VERSION_STATE_UNLOADING, "FAILED": sampler_pb2.VERSION_STATE_FAILED}
 
@@ -72,7 +73,7 @@ def _parsed(request: Message | bytes, method: str) -> Message:
     request get INVALID_ARGUMENT (grpc.aio would answer UNKNOWN and log a traceback)."""
     if not isinstance(request, bytes):
         return request
-    request_type = getattr(sampler_pb2, SAMPLER_SERVICE.methods_by_name[method].input_type.name)
+    request_type = REQUEST_TYPES[method]
     try:
         return request_type.FromString(request)
     except DecodeError as error:
@@ -88,7 +89,8 @@ def _observed(method: str, streaming: bool = False) -> Callable:
         @functools.wraps(handler)
         async def wrapper(self: "SamplerServicer", request: Message | bytes,
                           context: grpc.aio.ServicerContext) -> object:
-            started, code, response = time.perf_counter(), grpc.StatusCode.OK, None
+            started, response = time.perf_counter(), None
+            code: grpc.StatusCode | None = grpc.StatusCode.OK  # None: recorded already
             try:
                 request = _parsed(request, method)
                 response = await handler(self, request, context)
@@ -99,10 +101,14 @@ def _observed(method: str, streaming: bool = False) -> Callable:
             except CallerGone:
                 code = grpc.StatusCode.CANCELLED
             except Exception as error:
-                code, message = _failure_status(method, error)
-                await context.abort(code, message)
+                status, message = _failure_status(method, error)
+                # counted and logged before the caller hears of it, as a successful call is
+                self._finish(method, status, started, request, context, response)
+                code = None
+                await context.abort(status, message)
             finally:
-                self._finish(method, code, started, request, context, response)
+                if code is not None:
+                    self._finish(method, code, started, request, context, response)
             return None
         return wrapper
     return decorate

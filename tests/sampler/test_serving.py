@@ -249,6 +249,8 @@ def test_calls_beyond_workers_in_progress_are_refused(start_sampler, store):
 def test_a_request_whose_deadline_passes_in_the_queue_is_not_computed(start_sampler, store):
     server, stub = start_sampler(store, max_queue_delay_ms=FULL_BATCH_ONLY)
     wait_for_version(stub, 2)
+    # loaded ahead (else the deadline could pass while version 1 loads, before the request is queued)
+    wait_until(lambda: states(stub)[1] == ("LOADED", False), "version 1 to be preloaded")
     with pytest.raises(grpc.RpcError) as error:
         stub.Generate(sampler_pb2.GenerateRequest(count=3, model_version=1), timeout=0.5)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
