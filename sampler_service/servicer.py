@@ -89,27 +89,24 @@ def _observed(method: str, streaming: bool = False) -> Callable:
         @functools.wraps(handler)
         async def wrapper(self: "SamplerServicer", request: Message | bytes,
                           context: grpc.aio.ServicerContext) -> object:
-            started, response = time.perf_counter(), None
-            code: grpc.StatusCode | None = grpc.StatusCode.OK  # None: recorded already
+            # Each outcome is counted and logged before the caller hears of it.
+            started = time.perf_counter()
             try:
                 request = _parsed(request, method)
                 response = await handler(self, request, context)
-                return None if streaming else response
             except asyncio.CancelledError:  # gRPC ended the call: caller gone or deadline passed
-                code = grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
+                self._finish(method, grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context)
+                             else grpc.StatusCode.CANCELLED, started, request, context, None)
                 raise
             except CallerGone:
-                code = grpc.StatusCode.CANCELLED
+                self._finish(method, grpc.StatusCode.CANCELLED, started, request, context, None)
+                return None
             except Exception as error:
-                status, message = _failure_status(method, error)
-                # counted and logged before the caller hears of it, as a successful call is
-                self._finish(method, status, started, request, context, response)
-                code = None
-                await context.abort(status, message)
-            finally:
-                if code is not None:
-                    self._finish(method, code, started, request, context, response)
-            return None
+                code, message = _failure_status(method, error)
+                self._finish(method, code, started, request, context, None)
+                await context.abort(code, message)
+            self._finish(method, grpc.StatusCode.OK, started, request, context, response)
+            return None if streaming else response
         return wrapper
     return decorate
 
