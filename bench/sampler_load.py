@@ -9,7 +9,9 @@ no-batching baseline (--no-batching: one request per forward pass). For each num
 prints images/s, requests/s, p50/p95/p99 latency and errors of both. In this process it times the
 generator's forward pass at several batch sizes (the limit: the most images/s at the median pass) and
 the pass the server runs for one request of --count images alone ("one forward pass": its median; the
-server pads it to the smallest of its verified pass sizes). On Linux it also reads, from /proc, the CPU
+server pads it to the smallest of its verified pass sizes). From the batching server's Prometheus
+metrics it splits a lone client's call into its wait in the queue, its forward passes, the rest of the
+handler, and gRPC and the client. On Linux it also reads, from /proc, the CPU
 that each server process and the clients use inside the windows, and splits a request's server CPU at the
 most clients into its forward passes (the limit's in-process CPU per image) and the rest: gRPC, PNGs and
 Python, which bound the share of the limit a server can reach when its passes are cheap.
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,6 +50,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from gan_common import store as store_layout  # noqa: E402
 from protos.gan.v1 import sampler_pb2, sampler_pb2_grpc  # noqa: E402
@@ -245,23 +249,40 @@ def drive(stub: sampler_pb2_grpc.SamplerStub, clients: int, seconds: float, requ
     return window
 
 
+# Sums the server's metrics keep of where its Generate calls' time went (see print_time_split).
+TIME_SUMS = {"calls": ("gan_sampler_request_latency_seconds_count", {"method": "Generate"}),
+             "in_handler": ("gan_sampler_request_latency_seconds_sum", {"method": "Generate"}),
+             "queued": ("gan_sampler_queue_wait_seconds_sum", {}),
+             "passes": ("gan_sampler_forward_seconds_sum", {})}
+
+
+def scrape_time_sums(metrics_port: int) -> collections.Counter:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                   for family in text_string_to_metric_families(response.read().decode()) for sample in family.samples}
+    return collections.Counter({key: samples.get((name, tuple(sorted(labels.items()))), 0.0)
+                                for key, (name, labels) in TIME_SUMS.items()})
+
+
 @dataclasses.dataclass
 class Server:
     process: subprocess.Popen
     log: Path
     channel: grpc.Channel
     stub: sampler_pb2_grpc.SamplerStub
+    metrics_port: int
     windows: dict[int, list[Window]] = dataclasses.field(default_factory=dict)  # clients -> one per round
+    one_client_sums: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def pooled(self, clients: int) -> Window:
         return sum(self.windows[clients][1:], self.windows[clients][0])
 
 
 def launch(store: Path, extra: list[str], log: Path) -> Server:
-    port = free_loopback_port()
-    process = start_server(store, port, extra, log)
+    port, metrics_port = free_loopback_port(), free_loopback_port()
+    process = start_server(store, port, [*extra, "--metrics-port", str(metrics_port)], log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
-    return Server(process, log, channel, sampler_pb2_grpc.SamplerStub(channel))
+    return Server(process, log, channel, sampler_pb2_grpc.SamplerStub(channel), metrics_port)
 
 
 def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer) -> list[PassFigures]:
@@ -278,9 +299,12 @@ def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer
     for number in range(args.rounds):
         for clients in args.clients:
             for server in servers if number % 2 == 0 else servers[::-1]:
+                before = scrape_time_sums(server.metrics_port) if clients == 1 else None
                 window = drive(server.stub, clients, args.seconds / args.rounds, request, args.timeout,
                                server.process.pid)
                 server.windows.setdefault(clients, []).append(window)
+                if before is not None:
+                    server.one_client_sums.update(scrape_time_sums(server.metrics_port) - before)
         rounds.append(timer.measure())
         line = "  ".join(f"{clients} clients " + " / ".join(f"{server.windows[clients][-1].images_per_s:.0f}"
                                                             for server in servers) for clients in args.clients)
@@ -319,6 +343,22 @@ def print_cpu(batched: Server, alone: Server, clients_list: list[int]) -> None:
         w = batched.pooled(clients)
         print(f"  {clients:7d} | {cells[0]:>15} {cells[1]:>10} | {cells[2]:>18} {cells[3]:>10} | "
               f"{w.client_cpu / w.seconds:>14.2f}")
+
+
+def print_time_split(batched: Server, pass_alone_ms: list[float]) -> None:
+    """Where a lone client's call spends its time, in means (the server's metrics, over the 1-client
+    windows and their ramps): what the server adds to its forward pass, and what gRPC and the client do."""
+    sums, window = batched.one_client_sums, batched.pooled(1)
+    if not sums["calls"] or not window.latencies:
+        return
+    per_call = {key: sums[key] / sums["calls"] * 1000 for key in ("in_handler", "queued", "passes")}
+    seen = float(np.mean(window.latencies)) * 1000
+    rest = per_call["in_handler"] - per_call["queued"] - per_call["passes"]
+    print(f"  1 client, where a call's time goes (means): the client sees {seen:.2f} ms = the server's handler "
+          f"{per_call['in_handler']:.2f} ms (queued {per_call['queued']:.2f}, forward passes {per_call['passes']:.2f}, "
+          f"the rest {rest:.2f}: parsing, latents, hand-offs, PNGs) + gRPC and the client "
+          f"{seen - per_call['in_handler']:.2f} ms; the pass alone in-process, back to back: mean "
+          f"{np.mean(pass_alone_ms):.2f} ms (median {np.median(pass_alone_ms):.2f})")
 
 
 def main() -> int:
@@ -411,6 +451,7 @@ def main() -> int:
               f"(target <= 2x; rounds {min(ratios):.2f}..{max(ratios):.2f}; {p99 / one_best:.2f}x its best; "
               f"the pass alone in-process: p99 {one_p99 / one_median:.2f}x its median, and the server's p99 is "
               f"{p99 / one_p99:.2f}x the pass alone's p99)")
+        print_time_split(batched, [seconds * 1000 for seconds in pooled.one_request])
     return 0
 
 

@@ -98,6 +98,8 @@ class Job:
     is_cancelled: Callable[[], bool]
     pixels: np.ndarray
     enqueued: float = dataclasses.field(default_factory=time.monotonic)
+    first_taken: float | None = None  # time.monotonic() its first rows went to a forward pass
+    finished: float | None = None  # and it was done (computed, failed or withdrawn)
     taken: int = 0  # rows handed to a forward pass
     computed: int = 0
     error: BaseException | None = None
@@ -109,6 +111,16 @@ class Job:
     @property
     def count(self) -> int:
         return len(self.latents)
+
+    @property
+    def queue_seconds(self) -> float | None:
+        """Its wait in the queue before its first forward pass (None: never computed)."""
+        return None if self.first_taken is None else self.first_taken - self.enqueued
+
+    @property
+    def generator_seconds(self) -> float | None:
+        """From its first forward pass to its last rows computed (None: never computed)."""
+        return None if self.first_taken is None or self.finished is None else self.finished - self.first_taken
 
     def expired(self, now: float) -> bool:
         return (self.deadline is not None and now >= self.deadline) or self.is_cancelled()
@@ -199,6 +211,7 @@ class Batcher:
             return
         if error is not None and job.error is None:
             job.error = error
+        job.finished = time.monotonic()
         job.done.set()
         if job.on_done is not None:
             job.on_done()
@@ -251,11 +264,15 @@ class Batcher:
     def _take_locked(self, model: LoadedModel) -> list[Part]:
         parts: list[Part] = []
         room = self._shapes(model)[-1]
+        now = time.monotonic()
         for job in list(self._queue):
             if room == 0 or (parts and not self._merge):
                 break
             if job.model is not model:
                 continue
+            if job.first_taken is None:
+                job.first_taken = now
+                self._metrics.queue_wait.observe(now - job.enqueued)
             take = min(room, job.count - job.taken)
             parts.append((job, job.taken, job.taken + take))
             job.taken += take

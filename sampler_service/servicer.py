@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
+import dataclasses
 import functools
 import logging
 import time
@@ -40,6 +42,30 @@ SAMPLER_SERVICE = sampler_pb2.DESCRIPTOR.services_by_name["Sampler"]
 REQUEST_TYPES = {method.name: getattr(sampler_pb2, method.input_type.name) for method in SAMPLER_SERVICE.methods}
 VERSION_STATES = {"ON_DISK": sampler_pb2.VERSION_STATE_ON_DISK, "LOADED": sampler_pb2.VERSION_STATE_LOADED,
                   "UNLOADING": sampler_pb2.VERSION_STATE_UNLOADING, "FAILED": sampler_pb2.VERSION_STATE_FAILED}
+
+
+@dataclasses.dataclass
+class _GeneratorTimes:
+    """A call's jobs, summed: seconds queued before their first pass, and from it to their last rows."""
+
+    queue_seconds: float = 0.0
+    generator_seconds: float = 0.0
+    jobs: int = 0
+
+    def add(self, job: Job) -> None:
+        if job.queue_seconds is not None and job.generator_seconds is not None:
+            self.queue_seconds += job.queue_seconds
+            self.generator_seconds += job.generator_seconds
+            self.jobs += 1
+
+    def log_fields(self) -> str:
+        if not self.jobs:
+            return ""
+        return f" queue_ms={self.queue_seconds * 1000:.1f} generator_ms={self.generator_seconds * 1000:.1f}"
+
+
+# Each call's handler runs in a task of its own, so this holds the current call's times (for its log line).
+_generator_times: contextvars.ContextVar[_GeneratorTimes] = contextvars.ContextVar("generator_times")
 
 
 class CallerGone(Exception):
@@ -91,6 +117,7 @@ def _observed(method: str, streaming: bool = False) -> Callable:
                           context: grpc.aio.ServicerContext) -> object:
             # Each outcome is counted and logged before the caller hears of it.
             started = time.perf_counter()
+            _generator_times.set(_GeneratorTimes())
             try:
                 request = _parsed(request, method)
                 response = await handler(self, request, context)
@@ -132,8 +159,9 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
         self._metrics.observe_rpc(method, code.name, seconds)
         if logger.isEnabledFor(logging.DEBUG):
             served = f" served_version={response.model_version}" if hasattr(response, "model_version") else ""
-            logger.debug("rpc method=%s code=%s ms=%.1f peer=%s %s%s", method, code.name, seconds * 1000,
-                         context.peer(), _request_fields(request), served)
+            logger.debug("rpc method=%s code=%s ms=%.1f%s peer=%s %s%s", method, code.name, seconds * 1000,
+                         _generator_times.get(_GeneratorTimes()).log_fields(), context.peer(),
+                         _request_fields(request), served)
 
     async def _acquire_in_thread(self, version: int) -> LoadedModel:
         """Leases a version that is not in memory: loading takes seconds, so not on the event loop."""
@@ -205,6 +233,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
         except asyncio.CancelledError:
             self._batcher.withdraw(job, Expired("the call ended while the request waited for the generator"))
             raise
+        _generator_times.get(_GeneratorTimes()).add(job)
         try:
             return self._batcher.result(job)
         except Expired as error:

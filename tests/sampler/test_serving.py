@@ -1,6 +1,7 @@
 """Serving under load against real servers: batching, streaming, interpolation, versions, limits,
 deadlines and metrics."""
 
+import re
 import threading
 import time
 import urllib.error
@@ -259,6 +260,7 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_not_computed(start_samp
     assert len(full.images) == 16
     assert metric(server, "gan_sampler_images_generated_total", version="1") == 16  # not 19
     assert metric(server, "gan_sampler_expired_requests_total") == 1
+    assert metric(server, "gan_sampler_queue_wait_seconds_count") == 1  # the expired request never left the queue
     wait_until(lambda: metric(server, "gan_sampler_requests_total", method="Generate", code="DEADLINE_EXCEEDED"),
                "the handler to record its deadline")
 
@@ -286,8 +288,12 @@ def test_prometheus_metrics_ready_live_and_debug_log_lines(start_sampler, tmp_pa
             channel.unary_unary("/gan.v1.Sampler/Generate")(b"\x00", timeout=60)  # not a GenerateRequest
     assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert garbage.value.details().startswith("the request is not a valid gan.v1.GenerateRequest: ")
-    assert any("rpc method=Generate code=OK" in line and "count=20 seed=5" in line and "served_version=1" in line
-               for line in caplog.messages)
+    ok_line = next(line for line in caplog.messages if "rpc method=Generate code=OK" in line)
+    assert "count=20 seed=5" in ok_line and "served_version=1" in ok_line
+    # where the call's time went: its wait in the queue, then its forward passes (both inside the call's ms)
+    fields = dict(re.findall(r"(\w+)=([\d.]+)", ok_line))
+    assert 0 <= float(fields["queue_ms"]) and 0 < float(fields["generator_ms"])
+    assert float(fields["queue_ms"]) + float(fields["generator_ms"]) <= float(fields["ms"]) + 0.2
     assert any("code=INVALID_ARGUMENT" in line and "unparsed_bytes=1" in line for line in caplog.messages)
     status, text = scrape(server.metrics_port, "/metrics")
     assert status == 200
@@ -297,6 +303,7 @@ def test_prometheus_metrics_ready_live_and_debug_log_lines(start_sampler, tmp_pa
     assert samples[("gan_sampler_requests_total", (("code", "INVALID_ARGUMENT"), ("method", "Generate")))] == 2
     assert samples[("gan_sampler_images_generated_total", (("version", "1"),))] == 20
     assert samples[("gan_sampler_batch_size_images_count", ())] == 1  # one batch of 20 (passes of 16 + 16)
+    assert samples[("gan_sampler_queue_wait_seconds_count", ())] == 1  # the one request that was computed
     assert samples[("gan_sampler_loaded_versions", ())] == 1 and samples[("gan_sampler_serving_version", ())] == 1
     assert ("gan_sampler_request_latency_seconds_count", (("method", "Generate"),)) in samples
     assert samples[("gan_sampler_queue_depth_images", ())] == 0
