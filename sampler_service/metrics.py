@@ -28,9 +28,9 @@ class SamplerMetrics:
         r = self.registry
         self.requests = Counter("gan_sampler_requests", "Finished RPCs by method and status code",
                                 ["method", "code"], registry=r)
-        self.latency = Histogram("gan_sampler_request_latency_seconds", "Call duration in the server: from the call reaching its handler to its answer (gRPC's "
-                                 "transport excluded)",
-                                 ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("gan_sampler_request_latency_seconds",
+                                 "Call duration in the server: from the call reaching its handler to its answer "
+                                 "(gRPC's transport excluded)", ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_images = Histogram("gan_sampler_batch_size_images",
                                       "Images per batch: requests run together, in one or more forward passes "
                                       "(padding excluded)",

@@ -37,8 +37,8 @@ def test_short_load_run_prints_every_row_and_the_targets():
                      output)
     assert re.search(r"1 client: p99 [\d.]+ ms = [\d.]+x one forward pass for 16 images", output)
     split = re.search(r"1 client, where a call's time goes \(means\): the client sees ([\d.]+) ms = the server's "
-                      r"handler ([\d.]+) ms \(queued ([\d.]+), forward passes ([\d.]+), the rest -?[\d.]+: .*\) \+ gRPC "
-                      r"and the client -?[\d.]+ ms; the pass alone in-process, back to back: mean [\d.]+ ms", output)
+                      r"handler ([\d.]+) ms \(queued ([\d.]+), forward passes ([\d.]+), the rest -?[\d.]+: .*\) "
+                      r"\+ gRPC and the client -?[\d.]+ ms; the pass alone in-process, back to back: mean [\d.]+ ms", output)
     assert split, output[-3000:]
     seen, handler, queued, passes = map(float, split.groups())
     assert 0 < passes <= handler and queued <= handler
