@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 logger = logging.getLogger(__name__)
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# A request's wait for a pass is a fraction of a pass under light load: finer buckets than latency's.
-QUEUE_WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# From half a millisecond: a lone request's queue wait is a fraction of a millisecond, and a pass of 16
+# (or a whole call) can take 2 to 5 ms, which a first bucket at 5 ms would not tell apart.
+SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -30,7 +30,7 @@ class SamplerMetrics:
                                 ["method", "code"], registry=r)
         self.latency = Histogram("gan_sampler_request_latency_seconds",
                                  "Call duration in the server: from the call reaching its handler to its answer "
-                                 "(gRPC's transport excluded)", ["method"], buckets=LATENCY_BUCKETS, registry=r)
+                                 "(gRPC's transport excluded)", ["method"], buckets=SECONDS_BUCKETS, registry=r)
         self.batch_images = Histogram("gan_sampler_batch_size_images",
                                       "Images per batch: requests run together, in one or more forward passes "
                                       "(padding excluded)",
@@ -38,11 +38,11 @@ class SamplerMetrics:
         self.batch_requests = Histogram("gan_sampler_batch_requests", "Requests sharing one batch",
                                         buckets=BATCH_BUCKETS, registry=r)
         self.forward_seconds = Histogram("gan_sampler_forward_seconds", "Duration of one batch's forward passes",
-                                         buckets=LATENCY_BUCKETS, registry=r)
+                                         buckets=SECONDS_BUCKETS, registry=r)
         self.queue_wait = Histogram("gan_sampler_queue_wait_seconds",
                                     "Time a request's images (or a stream's piece) waited in the queue before "
                                     "their first forward pass began (Triton's queue time)",
-                                    buckets=QUEUE_WAIT_BUCKETS, registry=r)
+                                    buckets=SECONDS_BUCKETS, registry=r)
         self.images = Counter("gan_sampler_images_generated", "Images made by forward passes",
                               ["version"], registry=r)
         self.expired = Counter("gan_sampler_expired_requests",
