@@ -272,7 +272,7 @@ class Batcher:
                 continue
             if job.first_taken is None:
                 job.first_taken = now
-                self._metrics.queue_wait.observe(now - job.enqueued)
+                self._metrics.queue_wait.observe(job.queue_seconds)
             take = min(room, job.count - job.taken)
             parts.append((job, job.taken, job.taken + take))
             job.taken += take

@@ -64,8 +64,10 @@ class _GeneratorTimes:
         return f" queue_ms={self.queue_seconds * 1000:.1f} generator_ms={self.generator_seconds * 1000:.1f}"
 
 
-# Each call's handler runs in a task of its own, so this holds the current call's times (for its log line).
-_generator_times: contextvars.ContextVar[_GeneratorTimes] = contextvars.ContextVar("generator_times")
+# Each call's handler runs in a task of its own, so this holds the current call's times (for its log line);
+# None outside a call's handler.
+_generator_times: contextvars.ContextVar[_GeneratorTimes | None] = contextvars.ContextVar("generator_times",
+                                                                                         default=None)
 
 
 class CallerGone(Exception):
@@ -160,7 +162,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
         if logger.isEnabledFor(logging.DEBUG):
             served = f" served_version={response.model_version}" if hasattr(response, "model_version") else ""
             logger.debug("rpc method=%s code=%s ms=%.1f%s peer=%s %s%s", method, code.name, seconds * 1000,
-                         _generator_times.get(_GeneratorTimes()).log_fields(), context.peer(),
+                         (_generator_times.get() or _GeneratorTimes()).log_fields(), context.peer(),
                          _request_fields(request), served)
 
     async def _acquire_in_thread(self, version: int) -> LoadedModel:
@@ -233,7 +235,9 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServicer):
         except asyncio.CancelledError:
             self._batcher.withdraw(job, Expired("the call ended while the request waited for the generator"))
             raise
-        _generator_times.get(_GeneratorTimes()).add(job)
+        times = _generator_times.get()
+        if times is not None:
+            times.add(job)
         try:
             return self._batcher.result(job)
         except Expired as error:
