@@ -33,7 +33,11 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
-def _convert(text: str, kind: type, nullable: bool, name: str) -> Any:
+def _convert(text: str, kind: type, nullable: bool, name: str, choices: Sequence[Any] | None = None) -> Any:
+    if kind is str and choices:  # `--log-level debug` means DEBUG: case is not worth a usage error
+        matches = [choice for choice in choices if str(choice).lower() == text.strip().lower()]
+        if matches:
+            return matches[0]
     if nullable and text.strip().lower() in ("", "none", "auto"):
         return None
     if kind is bool:
@@ -49,9 +53,9 @@ def _convert(text: str, kind: type, nullable: bool, name: str) -> Any:
         raise ConfigError(f"{name}: expected {kind.__name__}, got {text!r}") from None
 
 
-def _flag_value(text: str, kind: type, nullable: bool, flag: str) -> Any:
+def _flag_value(text: str, kind: type, nullable: bool, flag: str, choices: Sequence[Any] | None) -> Any:
     try:
-        return _convert(text, kind, nullable, flag)
+        return _convert(text, kind, nullable, flag, choices)
     except ConfigError as error:  # argparse reports it with the usage line and exit status 2
         raise argparse.ArgumentTypeError(str(error).removeprefix(f"{flag}: ")) from None
 
@@ -70,9 +74,10 @@ def build_parser(cls: type, env_prefix: str, description: str, prog: str | None 
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         else:
+            choices = field.metadata.get("choices")
             parser.add_argument(flag, dest=field.name, default=argparse.SUPPRESS,
-                                type=lambda t, k=kind, n=nullable, f=flag: _flag_value(t, k, n, f),
-                                choices=field.metadata.get("choices"), help=help_text,
+                                type=lambda t, k=kind, n=nullable, f=flag, c=choices: _flag_value(t, k, n, f, c),
+                                choices=choices, help=help_text,
                                 metavar=kind.__name__.upper())
     return parser
 
@@ -91,8 +96,8 @@ def parse_config(cls: type[ConfigT], argv: Sequence[str] | None, env_prefix: str
             values[field.name] = flags[field.name]
         elif env_name in environ:
             kind, nullable = _base_type(hints[field.name])
-            value = _convert(environ[env_name], kind, nullable, env_name)
             choices = field.metadata.get("choices")
+            value = _convert(environ[env_name], kind, nullable, env_name, choices)
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{env_name}: {value!r} is not one of {', '.join(map(str, choices))}")
             values[field.name] = value

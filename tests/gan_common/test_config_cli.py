@@ -34,3 +34,10 @@ def test_bad_flag_exits_with_usage(capsys):
         parse_config(Example, ["--steps", "many"], "X_", "", environ={})
     assert exit_info.value.code == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_choices_match_whatever_their_case():
+    # `--log-level debug` is a user's obvious meaning of DEBUG, from a flag or the environment alike.
+    assert parse_config(Example, ["--mode", "B"], "X_", "", environ={}).mode == "b"
+    assert parse_config(Example, [], "X_", "", environ={"X_MODE": " A "}).mode == "a"
+    assert parse_config(Example, ["--store", "Some/Path"], "X_", "", environ={}).store == "Some/Path"
