@@ -59,7 +59,6 @@ from sampler_service import precision  # noqa: E402
 FORMATS = {"png": sampler_pb2.IMAGE_FORMAT_PNG, "raw": sampler_pb2.IMAGE_FORMAT_RAW_UINT8}
 LIMIT_BATCHES = (1, 4, 8, 16, 32, 64, 128, 256)
 WINDOW_RAMP_S = 1.0  # load before a window opens: every client has a call in flight
-ONE_PASS_REPEATS = 200  # enough passes for the spread of one request's pass: its own p99 shows the machine's noise
 
 
 class PassTimer:
@@ -67,12 +66,13 @@ class PassTimer:
     SavedModel): at several batch sizes for the limit, and for one request alone."""
 
     def __init__(self, store: Path, version: int, batches: list[int], repeats: int, count: int,
-                 max_batch_size: int) -> None:
+                 max_batch_size: int, one_pass_repeats: int) -> None:
         from gan_common.images import latents_for_seed
         from sampler_service.loading import load_version
 
         self.model = load_version(store, version, max_batch_size)
         self.batches, self.repeats, self.count = batches, repeats, count
+        self.one_pass_repeats = one_pass_repeats
         self.latents = latents_for_seed(0, max(*batches, count), self.model.latent_dim)
         self.labels = np.zeros(len(self.latents), np.int32) if self.model.metadata.num_classes else None
 
@@ -97,7 +97,7 @@ class PassTimer:
     def measure(self) -> "PassFigures":
         timed = {rows: self._times(rows, rows, self.repeats) for rows in self.batches}
         return PassFigures({rows: times for rows, (times, _) in timed.items()},
-                           self._times(self.count, self.shapes, max(self.repeats, ONE_PASS_REPEATS))[0],
+                           self._times(self.count, self.shapes, self.one_pass_repeats)[0],
                            {rows: (cpu, rows * self.repeats) for rows, (_, cpu) in timed.items()})
 
 
@@ -379,7 +379,12 @@ def main() -> int:
                                                             "'--batch-threads 2'")
     parser.add_argument("--timeout", type=float, default=60.0, help="each request's deadline, seconds")
     parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per batch size")
+    parser.add_argument("--pass-repeats", type=int, default=200,
+                        help="timed passes of one request alone (its p99 shows the machine's noise)")
     args = parser.parse_args()
+    for flag in ("repeats", "pass_repeats", "rounds"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="sampler-load-") as scratch:
         store = args.store or Path(scratch) / "store"
@@ -399,7 +404,7 @@ def main() -> int:
         print(f"CPU cores: {os.cpu_count()}; store {store}, version {version}; precision {args.precision}")
         batches = sorted({*LIMIT_BATCHES, args.max_batch_size})
         print("in-process forward pass (run_padded, median of --repeats):")
-        timer = PassTimer(store, version, batches, args.repeats, args.count, args.max_batch_size)
+        timer = PassTimer(store, version, batches, args.repeats, args.count, args.max_batch_size, args.pass_repeats)
         figures = timer.measure()
         figures.print_table(timer.shapes)
 
