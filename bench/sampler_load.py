@@ -384,7 +384,7 @@ def main() -> int:
     args = parser.parse_args()
     for flag in ("repeats", "pass_repeats", "rounds"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+            parser.error(f"--{flag.replace('_', '-')} must be positive, not {getattr(args, flag)}")
 
     with tempfile.TemporaryDirectory(prefix="sampler-load-") as scratch:
         store = args.store or Path(scratch) / "store"
