@@ -104,9 +104,9 @@ def test_memory_stays_flat_over_many_publishes(trainer_process):
     """RSS after the 4th publish against the 16th: a leak per step or per publish (a graph or an
     exported model kept alive) would add megabytes per publish; allocator noise is a few MiB overall.
     The dense generator: the same steps, EMA, batch-norm refresh and export as the default DCGAN-k4,
-    at a third of its publish time (5 s against 1.7 s a publish on a 2-core AVX2 CPU; the DCGAN's
-    export alone is 0.9 s, the rest mostly the refresh's 2048-image pass), and a leaked graph or
-    export costs megabytes all the same."""
+    at a third of its publish time (1.7 s a publish against the DCGAN's 5 s on a 2-core AVX2 CPU; the
+    DCGAN's export alone is 0.9 s, the rest mostly the refresh's 2048-image pass), and a leaked graph
+    or export costs megabytes all the same."""
     process, client, store = trainer_process("--publish-every", "2", "--architecture", "dense")
     rss_at_version: dict[int, int] = {}
     for status in client.watch(timeout=600):
