@@ -26,7 +26,8 @@ def test_short_load_run_prints_every_row_and_the_targets():
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-5000:]
 
-    assert len(re.findall(r"^  round \d: images/s \(batching / none\) 1 clients \d+ / \d+  4 clients \d+ / \d+;",
+    assert len(re.findall(r"^  round \d: images/s \(batching / none\) 1 clients \d+ / \d+  4 clients \d+ / \d+"
+                          r"( \(CPU steal \d+%\))?;",
                           output, re.M)) == 2
     for clients in (1, 4):
         row = re.search(rf"^ +{clients} \| +(\d+) +[\d.]+ +[\d.]+ / [\d.]+ / [\d.]+ +(\d+) \| +(\d+) +[\d.]+ / "
@@ -46,7 +47,10 @@ def test_short_load_run_prints_every_row_and_the_targets():
     assert 0 < passes <= handler and queued <= handler
     if sys.platform.startswith("linux"):  # CPU figures come from /proc
         for clients in (1, 4):
-            cpu_row = rf"^ +{clients} \| +[\d.]+ +[\d.]+ \| +[\d.]+ +[\d.]+ \| +[\d.]+$"
+            cpu_row = rf"^ +{clients} \| +[\d.]+ +[\d.]+ +\d+% \| +[\d.]+ +[\d.]+ +\d+% \| +[\d.]+$"
             assert re.search(cpu_row, output, re.M), output[-3000:]
+        # The hypervisor's share (steal), in every round's windows and in-process passes
+        assert len(re.findall(r"^  round \d: .* \(CPU steal \d+%\); in-process: .*; CPU steal \d+%$",
+                              output, re.M)) == 2, output[-3000:]
         assert re.search(r"4 clients, CPU: the server used [\d.]+ ms per request, of which forward passes about "
                          r"[\d.]+ ms .* and the rest -?[\d.]+ ms", output)
