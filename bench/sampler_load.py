@@ -65,6 +65,41 @@ LIMIT_BATCHES = (1, 4, 8, 16, 32, 64, 128, 256)
 WINDOW_RAMP_S = 1.0  # load before a window opens: every client has a call in flight
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuTicks:
+    """Clock ticks of all the machine's CPUs: those stolen (the hypervisor ran something else while this
+    VM had work for the CPU) and all of them."""
+
+    stolen: int = 0
+    total: int = 0
+
+    def __add__(self, other: "CpuTicks") -> "CpuTicks":
+        return CpuTicks(self.stolen + other.stolen, self.total + other.total)
+
+    def __sub__(self, other: "CpuTicks") -> "CpuTicks":
+        return CpuTicks(self.stolen - other.stolen, self.total - other.total)
+
+    @property
+    def steal(self) -> float | None:
+        """The share of the CPU time the hypervisor took (None: no ticks counted)."""
+        return self.stolen / self.total if self.total > 0 else None
+
+
+def cpu_ticks() -> CpuTicks | None:
+    """The machine's CPU ticks since boot (Linux /proc/stat); None where there is no /proc/stat."""
+    try:
+        ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (a guest's own time is inside user already)
+    return CpuTicks(ticks[7], sum(ticks)) if len(ticks) == 8 else None
+
+
+def ticks_between(before: CpuTicks | None, after: CpuTicks | None) -> CpuTicks:
+    """The ticks between two cpu_ticks() readings (none counted where either is missing)."""
+    return CpuTicks() if before is None or after is None else after - before
+
+
 class PassTimer:
     """The generator's forward pass in this process, as the server runs it (run_padded on the same
     SavedModel): at several batch sizes for the limit, and for one request alone."""
@@ -102,10 +137,9 @@ class PassTimer:
         before = cpu_ticks()
         timed = {rows: self._times(rows, rows, self.repeats) for rows in self.batches}
         one_request = self._times(self.count, self.shapes, self.one_pass_repeats)[0]
-        after = cpu_ticks()
-        ticks = (0, 0) if before is None or after is None else (after[0] - before[0], after[1] - before[1])
         return PassFigures({rows: times for rows, (times, _) in timed.items()}, one_request,
-                           {rows: (cpu, rows * self.repeats) for rows, (_, cpu) in timed.items()}, ticks)
+                           {rows: (cpu, rows * self.repeats) for rows, (_, cpu) in timed.items()},
+                           ticks_between(before, cpu_ticks()))
 
 
 @dataclasses.dataclass
@@ -115,14 +149,14 @@ class PassFigures:
     passes: dict[int, list[float]]
     one_request: list[float]
     cpu: dict[int, tuple[float, int]]  # per batch size: CPU seconds (all threads) of its timed passes, images
-    ticks: tuple[int, int] = (0, 0)  # the machine's CPU ticks over all the passes: stolen, all (see cpu_ticks)
+    ticks: CpuTicks = CpuTicks()  # the machine's, over all the passes
 
     def __add__(self, other: "PassFigures") -> "PassFigures":
         return PassFigures({rows: times + other.passes[rows] for rows, times in self.passes.items()},
                            self.one_request + other.one_request,
                            {rows: (cpu + other.cpu[rows][0], images + other.cpu[rows][1])
                             for rows, (cpu, images) in self.cpu.items()},
-                           (self.ticks[0] + other.ticks[0], self.ticks[1] + other.ticks[1]))
+                           self.ticks + other.ticks)
 
     def cpu_ms_per_image(self, rows: int) -> float:
         cpu, images = self.cpu[rows]
@@ -141,7 +175,7 @@ class PassFigures:
     def summary(self) -> str:
         rows, median, best = self.limit()
         one_best, one_median, one_p99 = self.one_pass()
-        steal = steal_share((0, 0), self.ticks)
+        steal = self.ticks.steal
         return (f"limit {median:.0f} images/s (batch {rows}, median pass; best {best:.0f}); one request alone "
                 f"{one_median:.1f} ms (median of {len(self.one_request)}; best {one_best:.1f}, p99 {one_p99:.1f})"
                 + ("" if steal is None else f"; CPU steal {steal:.0%}"))
@@ -162,24 +196,6 @@ def process_cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-
-
-def cpu_ticks() -> tuple[int, int] | None:
-    """Clock ticks of all CPUs since boot (Linux /proc/stat): (stolen, all). Steal is time this VM had
-    work for a CPU and the hypervisor ran something else on it; None where there is no /proc/stat."""
-    try:
-        ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal (a guest's own time is inside user already)
-    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
-
-
-def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """The share of all CPU time between two cpu_ticks() readings that the hypervisor took."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def free_loopback_port() -> int:
@@ -218,17 +234,13 @@ class Window:
     errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     server_cpu: float | None = None  # CPU seconds the server process used inside the window (None: no /proc)
     client_cpu: float = 0.0  # and this process, whose only work then is its clients
-    ticks: tuple[int, int] = (0, 0)  # the machine's CPU ticks inside the window: stolen, all (see cpu_ticks)
+    ticks: CpuTicks = CpuTicks()  # the machine's, inside the window
 
     def __add__(self, other: "Window") -> "Window":
         server_cpu = None if self.server_cpu is None or other.server_cpu is None else self.server_cpu + other.server_cpu
         return Window(self.seconds + other.seconds, self.images + other.images, self.latencies + other.latencies,
                       self.errors + other.errors, server_cpu, self.client_cpu + other.client_cpu,
-                      (self.ticks[0] + other.ticks[0], self.ticks[1] + other.ticks[1]))
-
-    @property
-    def steal(self) -> float | None:
-        return steal_share((0, 0), self.ticks)
+                      self.ticks + other.ticks)
 
     @property
     def images_per_s(self) -> float:
@@ -278,9 +290,7 @@ def drive(stub: sampler_pb2_grpc.SamplerStub, clients: int, seconds: float, requ
     time.sleep(max(0.0, closes - time.perf_counter()))
     server_closes = process_cpu_seconds(server_pid) if server_pid else None
     window.client_cpu = time.process_time() - client_opens
-    ticks_close = cpu_ticks()
-    if ticks_open is not None and ticks_close is not None:
-        window.ticks = (ticks_close[0] - ticks_open[0], ticks_close[1] - ticks_open[1])
+    window.ticks = ticks_between(ticks_open, cpu_ticks())
     if server_opens is not None and server_closes is not None:
         window.server_cpu = server_closes - server_opens
     for thread in threads:
@@ -347,7 +357,8 @@ def run_rounds(servers: list[Server], args: argparse.Namespace, timer: PassTimer
         rounds.append(timer.measure())
         line = "  ".join(f"{clients} clients " + " / ".join(f"{server.windows[clients][-1].images_per_s:.0f}"
                                                             for server in servers) for clients in args.clients)
-        steal = sum((server.windows[clients][-1] for server in servers for clients in args.clients), Window()).steal
+        steal = sum((server.windows[clients][-1].ticks for server in servers for clients in args.clients),
+                    CpuTicks()).steal
         print(f"  round {number + 1}: images/s (batching / none) {line}"
               + ("" if steal is None else f" (CPU steal {steal:.0%})") + f"; in-process: {rounds[-1].summary()}",
               flush=True)
@@ -382,7 +393,7 @@ def print_cpu(batched: Server, alone: Server, clients_list: list[int]) -> None:
         for server in (batched, alone):
             w = server.pooled(clients)
             cells += [f"{w.server_cpu / w.seconds:.2f}", f"{w.server_cpu / max(len(w.latencies), 1) * 1000:.2f}",
-                      "-" if w.steal is None else f"{w.steal:.0%}"]
+                      "-" if w.ticks.steal is None else f"{w.ticks.steal:.0%}"]
         w = batched.pooled(clients)
         print(f"  {clients:7d} | {cells[0]:>15} {cells[1]:>10} {cells[2]:>5} | {cells[3]:>18} {cells[4]:>10} "
               f"{cells[5]:>5} | {w.client_cpu / w.seconds:>14.2f}")
