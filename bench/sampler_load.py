@@ -14,7 +14,10 @@ metrics it splits a lone client's call into its wait in the queue, its forward p
 handler, and gRPC and the client. On Linux it also reads, from /proc, the CPU
 that each server process and the clients use inside the windows, and splits a request's server CPU at the
 most clients into its forward passes (the limit's in-process CPU per image) and the rest: gRPC, PNGs and
-Python, which bound the share of the limit a server can reach when its passes are cheap. And from
+Python, which bound the share of the limit a server can reach when its passes are cheap. It splits
+the gain over the baseline into three factors: the limit against one request's pass alone back to back
+(what the passes themselves gain from batching, in-process), batching's share of the limit, and the
+baseline's share of the pass alone (above 100 % when its two batch threads overlap passes). And from
 /proc/stat it reads the CPU steal, in each window and over the in-process passes: the share of the
 machine's CPU time that the hypervisor gave to other guests while this one had work. A run under steal
 measures the neighbours as much as the server: on README's Intel Xeon, in a run at 43 % steal, one
@@ -492,6 +495,12 @@ def main() -> int:
           f"limit (target >= 80%; rounds {min(shares):.0%}..{max(shares):.0%}; {row.images_per_s / best_limit:.0%} "
           f"of its best pass), {row.images_per_s / base.images_per_s:.2f}x no batching (target >= 1.5x; rounds "
           f"{min(gains):.2f}..{max(gains):.2f}), errors {sum(row.errors.values())} (target 0)")
+    # What bounds the gain over the baseline: the passes themselves. The baseline's ceiling is one request's
+    # pass alone back to back, batching's is the limit; each server reaches a share of its own ceiling.
+    alone_rate = args.count / (pooled.one_pass()[1] / 1000)
+    print(f"  {top} clients, x no batching = {limit / alone_rate:.2f}x in-process (the limit against one request's "
+          f"pass alone back to back, {alone_rate:.0f} images/s) x {row.images_per_s / limit:.0%} (batching's share of "
+          f"the limit) / {base.images_per_s / alone_rate:.0%} (the baseline's share of the pass alone)")
     if row.server_cpu is not None and row.latencies:
         # The share of the limit falls as a request's CPU outside its pass (gRPC, PNGs, Python) grows beside it.
         rows = pooled.limit()[0]

@@ -38,6 +38,11 @@ def test_short_load_run_prints_every_row_and_the_targets():
         assert batched_errors == alone_errors == 0
     assert re.search(r"4 clients: \d+ images/s = \d+% of the in-process limit .* [\d.]+x no batching .* errors 0",
                      output)
+    gain = re.search(r"4 clients, x no batching = ([\d.]+)x in-process \(.*, \d+ images/s\) x (\d+)% \(batching's "
+                     r"share of the limit\) / (\d+)% \(the baseline's share of the pass alone\)", output)
+    assert gain, output[-3000:]
+    in_process, batched_share, alone_share = map(float, gain.groups())
+    assert in_process > 0 and batched_share > 0 and alone_share > 0
     assert re.search(r"1 client: p99 [\d.]+ ms = [\d.]+x one forward pass for 16 images", output)
     split = re.search(r"1 client, where a call's time goes \(means\): the client sees ([\d.]+) ms = the server's "
                       r"handler ([\d.]+) ms \(queued ([\d.]+), forward passes ([\d.]+), the rest -?[\d.]+: .*\) "
