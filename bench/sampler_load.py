@@ -488,7 +488,8 @@ def main() -> int:
     print("\ntargets (all rounds pooled; in brackets the rounds' spread, each round against its own passes):")
     top = max(args.clients)
     row, base = batched.pooled(top), alone.pooled(top)
-    _, limit, best_limit = pooled.limit()
+    limit_rows, limit, best_limit = pooled.limit()
+    one_best, one_median, one_p99 = pooled.one_pass()
     shares = [w.images_per_s / r.limit()[1] for w, r in zip(batched.windows[top], rounds)]
     gains = [w.images_per_s / w0.images_per_s for w, w0 in zip(batched.windows[top], alone.windows[top])]
     print(f"  {top} clients: {row.images_per_s:.0f} images/s = {row.images_per_s / limit:.0%} of the in-process "
@@ -497,22 +498,20 @@ def main() -> int:
           f"{min(gains):.2f}..{max(gains):.2f}), errors {sum(row.errors.values())} (target 0)")
     # What bounds the gain over the baseline: the passes themselves. The baseline's ceiling is one request's
     # pass alone back to back, batching's is the limit; each server reaches a share of its own ceiling.
-    alone_rate = args.count / (pooled.one_pass()[1] / 1000)
+    alone_rate = args.count / (one_median / 1000)
     print(f"  {top} clients, x no batching = {limit / alone_rate:.2f}x in-process (the limit against one request's "
           f"pass alone back to back, {alone_rate:.0f} images/s) x {row.images_per_s / limit:.0%} (batching's share of "
           f"the limit) / {base.images_per_s / alone_rate:.0%} (the baseline's share of the pass alone)")
     if row.server_cpu is not None and row.latencies:
         # The share of the limit falls as a request's CPU outside its pass (gRPC, PNGs, Python) grows beside it.
-        rows = pooled.limit()[0]
         per_request = row.server_cpu / len(row.latencies) * 1000
-        per_image = pooled.cpu_ms_per_image(rows)
+        per_image = pooled.cpu_ms_per_image(limit_rows)
         in_passes = per_image * args.count
         print(f"  {top} clients, CPU: the server used {per_request:.2f} ms per request, of which forward passes "
               f"about {in_passes:.2f} ms ({args.count} images at the limit's {per_image:.3f} ms "
               f"of CPU an image, in-process) and the rest {per_request - in_passes:.2f} ms (gRPC, PNGs, Python, and "
               f"any passes smaller than the limit's)")
     if 1 in args.clients:
-        one_best, one_median, one_p99 = pooled.one_pass()
         p99 = batched.pooled(1).percentile(99)
         ratios = [w.percentile(99) / r.one_pass()[1] for w, r in zip(batched.windows[1], rounds)]
         print(f"  1 client: p99 {p99:.1f} ms = {p99 / one_median:.2f}x one forward pass for {args.count} images "
