@@ -20,8 +20,9 @@ the gain over the baseline into three factors: the limit against one request's p
 baseline's share of the pass alone (above 100 % when its two batch threads overlap passes). And from
 /proc/stat it reads the CPU steal, in each window and over the in-process passes: the share of the
 machine's CPU time that the hypervisor gave to other guests while this one had work. A run under steal
-measures the neighbours as much as the server: on README's Intel Xeon, in a run at 43 % steal, one
-request's pass took 16.9 ms (median), against 6.1 ms in a run at 0 % on the same VM 40 minutes later.
+measures the neighbours as much as the server: on an Intel Xeon (bench/sampler_load_history.md,
+2026-12-03), in a run at 43 % steal, one request's pass took 16.9 ms (median), against 6.1 ms in a run
+at 0 % on the same VM 40 minutes later.
 
 The measured time is split into --rounds rounds. A round runs one window per number of clients on each
 server (their order alternating from round to round), then the in-process passes with both servers
