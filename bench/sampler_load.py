@@ -17,7 +17,10 @@ most clients into its forward passes (the limit's in-process CPU per image) and 
 Python, which bound the share of the limit a server can reach when its passes are cheap. It splits
 the gain over the baseline into three factors: the limit against one request's pass alone back to back
 (what the passes themselves gain from batching, in-process), batching's share of the limit, and the
-baseline's share of the pass alone (above 100 % when its two batch threads overlap passes). And from
+baseline's share of the pass alone (above 100 % when its two batch threads overlap passes). It puts the
+limit and the lone request's pass against what the cores compute at best: the generator's floating-point
+operations per image (TensorFlow's profiler, on its graph) times their images/s, beside a 2048x2048 matrix
+product timed with the passes in each round, in the same precision. And from
 /proc/stat it reads the CPU steal, in each window and over the in-process passes: the share of the
 machine's CPU time that the hypervisor gave to other guests while this one had work. A run under steal
 measures the neighbours as much as the server: on an Intel Xeon (bench/sampler_load_history.md,
@@ -66,6 +69,7 @@ from sampler_service import precision  # noqa: E402
 
 FORMATS = {"png": sampler_pb2.IMAGE_FORMAT_PNG, "raw": sampler_pb2.IMAGE_FORMAT_RAW_UINT8}
 LIMIT_BATCHES = (1, 4, 8, 16, 32, 64, 128, 256)
+MATMUL_SIZE = 2048  # the square matrix product that measures what the cores compute at best
 WINDOW_RAMP_S = 1.0  # load before a window opens: every client has a call in flight
 
 
@@ -114,6 +118,7 @@ class PassTimer:
         from sampler_service.loading import load_version
 
         self.model = load_version(store, version, max_batch_size)
+        self.flops_per_image = generator_flops_per_image(store, version)
         self.batches, self.repeats, self.count = batches, repeats, count
         self.one_pass_repeats = one_pass_repeats
         self.latents = latents_for_seed(0, max(*batches, count), self.model.latent_dim)
@@ -137,13 +142,28 @@ class PassTimer:
             seconds.append(time.perf_counter() - started)
         return seconds, time.process_time() - cpu_started
 
+    def _matmul_times(self) -> list[float]:
+        """Seconds of each of --repeats MATMUL_SIZE x MATMUL_SIZE float32 matrix products in TensorFlow, in the
+        precision the passes compute in (bfloat16 rewrites it too): what these cores compute at best."""
+        import tensorflow as tf
+
+        a = tf.constant(np.ones((MATMUL_SIZE, MATMUL_SIZE), np.float32))
+        product = tf.function(lambda x: tf.matmul(x, x))
+        product(a).numpy()  # warm-up
+        seconds = []
+        for _ in range(self.repeats):
+            started = time.perf_counter()
+            product(a).numpy()
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
     def measure(self) -> "PassFigures":
         before = cpu_ticks()
         timed = {rows: self._times(rows, rows, self.repeats) for rows in self.batches}
         one_request = self._times(self.count, self.shapes, self.one_pass_repeats)[0]
         return PassFigures({rows: times for rows, (times, _) in timed.items()}, one_request,
                            {rows: (cpu, rows * self.repeats) for rows, (_, cpu) in timed.items()},
-                           ticks_between(before, cpu_ticks()))
+                           ticks_between(before, cpu_ticks()), self._matmul_times())
 
 
 @dataclasses.dataclass
@@ -154,13 +174,18 @@ class PassFigures:
     one_request: list[float]
     cpu: dict[int, tuple[float, int]]  # per batch size: CPU seconds (all threads) of its timed passes, images
     ticks: CpuTicks = CpuTicks()  # the machine's, over all the passes
+    matmul: list[float] = dataclasses.field(default_factory=list)  # seconds of each timed matrix product
 
     def __add__(self, other: "PassFigures") -> "PassFigures":
         return PassFigures({rows: times + other.passes[rows] for rows, times in self.passes.items()},
                            self.one_request + other.one_request,
                            {rows: (cpu + other.cpu[rows][0], images + other.cpu[rows][1])
                             for rows, (cpu, images) in self.cpu.items()},
-                           self.ticks + other.ticks)
+                           self.ticks + other.ticks, self.matmul + other.matmul)
+
+    def matmul_gflops(self) -> float:
+        """The matrix product's rate at its median, GFLOP/s."""
+        return 2 * MATMUL_SIZE**3 / float(np.median(self.matmul)) / 1e9
 
     def cpu_ms_per_image(self, rows: int) -> float:
         cpu, images = self.cpu[rows]
@@ -191,6 +216,34 @@ class PassFigures:
             print(f"  batch {rows:4d}: {median * 1000:8.1f} ms  {rows / median:7.0f} images/s  (best "
                   f"{rows / min(times):5.0f}){mark}")
         print(f"  {self.summary()}")
+
+
+def generator_flops_per_image(store: Path, version: int) -> float | None:
+    """Floating-point operations the generator does per image: TensorFlow's profiler counts them in its graph
+    traced for one latent, weights frozen (None where it counts none)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from sampler_service.loading import artifact_endpoint
+
+    metadata = store_layout.read_metadata(store, version)
+    artifact = store_layout.version_dir(store, version) / metadata.artifact_path
+    endpoint, _keep_alive = artifact_endpoint(artifact, metadata.artifact_format)
+    specs = [tf.TensorSpec([1, metadata.latent_dim], tf.float32)]
+    if metadata.num_classes:
+        specs.append(tf.TensorSpec([1], tf.int32))
+    traced = tf.function(lambda *inputs: endpoint(inputs[0] if len(inputs) == 1 else list(inputs))
+                         ).get_concrete_function(*specs)
+    # Frozen: the profiler counts a layer's operations from its weights' shapes, which a variable read hides.
+    graph = convert_variables_to_constants_v2(traced).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # the TF1 profiler warns of its own deprecated helpers
+    try:
+        return float(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops) or None
+    finally:
+        logger.setLevel(level)
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -503,6 +556,15 @@ def main() -> int:
     print(f"  {top} clients, x no batching = {limit / alone_rate:.2f}x in-process (the limit against one request's "
           f"pass alone back to back, {alone_rate:.0f} images/s) x {row.images_per_s / limit:.0%} (batching's share of "
           f"the limit) / {base.images_per_s / alone_rate:.0%} (the baseline's share of the pass alone)")
+    if timer.flops_per_image:
+        # Where the in-process gain comes from: how close the limit and a lone request's pass come to what the
+        # cores compute at best (a larger pass cannot run much faster than a matrix product).
+        limit_gflops, alone_gflops = (rate * timer.flops_per_image / 1e9 for rate in (limit, alone_rate))
+        matmul = pooled.matmul_gflops()
+        print(f"  {top} clients, the cores' ceiling: the limit computes {limit_gflops:.0f} GFLOP/s "
+              f"({timer.flops_per_image / 1e6:.1f} MFLOP an image), {limit_gflops / matmul:.0%} of a {MATMUL_SIZE}x"
+              f"{MATMUL_SIZE} matrix product in TensorFlow here ({matmul:.0f} GFLOP/s, {args.precision}); one "
+              f"request's pass alone {alone_gflops:.0f} GFLOP/s, {alone_gflops / matmul:.0%}")
     if row.server_cpu is not None and row.latencies:
         # The share of the limit falls as a request's CPU outside its pass (gRPC, PNGs, Python) grows beside it.
         per_request = row.server_cpu / len(row.latencies) * 1000

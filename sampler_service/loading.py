@@ -89,6 +89,12 @@ def _keras_endpoint(path: Path) -> tuple[Endpoint, object]:
                        reduce_retracing=True), model
 
 
+def artifact_endpoint(path: Path, artifact_format: str) -> tuple[Endpoint, object]:
+    """A published artifact's generator call (latents, or [latents, labels] -> images) and the object it
+    needs kept alive."""
+    return (_saved_model_endpoint if artifact_format == "saved_model" else _keras_endpoint)(path)
+
+
 def _variable_forward(endpoint: Endpoint, owner: object) -> Forward:
     def forward(latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(endpoint(_inputs(latents, labels)))
@@ -191,9 +197,8 @@ def load_version(store: Path, version: int, max_batch_size: int = 16) -> LoadedM
     path = store_layout.version_dir(store, version) / metadata.artifact_path
     if not path.exists():
         raise LoadError(f"the artifact {path} named in metadata.json does not exist")
-    loader = _saved_model_endpoint if metadata.artifact_format == "saved_model" else _keras_endpoint
     try:
-        endpoint, owner = loader(path)
+        endpoint, owner = artifact_endpoint(path, metadata.artifact_format)
         if precision.active() == "bfloat16":
             forward = _frozen_forward(endpoint, metadata.latent_dim, conditional=bool(metadata.num_classes))
         else:

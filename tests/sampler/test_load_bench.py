@@ -43,6 +43,13 @@ def test_short_load_run_prints_every_row_and_the_targets():
     assert gain, output[-3000:]
     in_process, batched_share, alone_share = map(float, gain.groups())
     assert in_process > 0 and batched_share > 0 and alone_share > 0
+    # What the cores compute at best: the default generator's 67.3 MFLOP an image (TensorFlow's count) and a
+    # matrix product's rate, against which the limit and a lone request's pass are put
+    ceiling = re.search(r"4 clients, the cores' ceiling: the limit computes (\d+) GFLOP/s \(67\.3 MFLOP an image\), "
+                        r"\d+% of a 2048x2048 matrix product in TensorFlow here \((\d+) GFLOP/s, float32\); one "
+                        r"request's pass alone (\d+) GFLOP/s, \d+%", output)
+    assert ceiling, output[-3000:]
+    assert all(int(rate) > 0 for rate in ceiling.groups())
     assert re.search(r"1 client: p99 [\d.]+ ms = [\d.]+x one forward pass for 16 images", output)
     split = re.search(r"1 client, where a call's time goes \(means\): the client sees ([\d.]+) ms = the server's "
                       r"handler ([\d.]+) ms \(queued ([\d.]+), forward passes ([\d.]+), the rest -?[\d.]+: .*\) "
