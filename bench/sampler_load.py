@@ -114,11 +114,15 @@ class PassTimer:
 
     def __init__(self, store: Path, version: int, batches: list[int], repeats: int, count: int,
                  max_batch_size: int, one_pass_repeats: int) -> None:
+        import tensorflow as tf
+
         from gan_common.images import latents_for_seed
         from sampler_service.loading import load_version
 
         self.model = load_version(store, version, max_batch_size)
         self.flops_per_image = generator_flops_per_image(store, version)
+        self._matrix = tf.constant(np.ones((MATMUL_SIZE, MATMUL_SIZE), np.float32))
+        self._product = tf.function(lambda x: tf.matmul(x, x))  # traced once, on the first round
         self.batches, self.repeats, self.count = batches, repeats, count
         self.one_pass_repeats = one_pass_repeats
         self.latents = latents_for_seed(0, max(*batches, count), self.model.latent_dim)
@@ -145,15 +149,11 @@ class PassTimer:
     def _matmul_times(self) -> list[float]:
         """Seconds of each of --repeats MATMUL_SIZE x MATMUL_SIZE float32 matrix products in TensorFlow, in the
         precision the passes compute in (bfloat16 rewrites it too): what these cores compute at best."""
-        import tensorflow as tf
-
-        a = tf.constant(np.ones((MATMUL_SIZE, MATMUL_SIZE), np.float32))
-        product = tf.function(lambda x: tf.matmul(x, x))
-        product(a).numpy()  # warm-up
+        self._product(self._matrix).numpy()  # warm-up
         seconds = []
         for _ in range(self.repeats):
             started = time.perf_counter()
-            product(a).numpy()
+            self._product(self._matrix).numpy()
             seconds.append(time.perf_counter() - started)
         return seconds
 
